@@ -1,0 +1,1 @@
+"""The GSD-OCC network in plain PyTorch; attribute names follow the official checkpoint."""

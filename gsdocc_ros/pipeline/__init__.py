@@ -1,0 +1,1 @@
+"""ROS-free inference pipeline: camera frames in, semantic occupancy grids out."""
