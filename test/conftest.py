@@ -1,0 +1,45 @@
+"""Fixtures shared by the whole suite: the real sample data, and ROS isolation per test."""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Folder of the real nuScenes / Occ3D samples (../shared/data, never copied into the repo)."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"sample data folder missing: {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def ros_domain(monkeypatch: pytest.MonkeyPatch) -> int:
+    """A fresh ROS_DOMAIN_ID for this test and the processes it starts, on shared memory only."""
+    domain = random.randint(1, 200)
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
+    monkeypatch.setenv("FASTDDS_BUILTIN_TRANSPORTS", "SHM")
+    return domain
+
+
+@pytest.fixture
+def subprocess_env(ros_domain: int) -> dict[str, str]:
+    """Environment for a child Python process that must import this checkout and join the test's domain."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@pytest.fixture(scope="session")
+def python() -> str:
+    """The interpreter running the tests (the project's venv)."""
+    return sys.executable
