@@ -194,10 +194,3 @@ class UniRepLKNetBlock(nn.Module):
         self.gamma = None
         self.deployed = True
 
-
-def reparameterize(module: nn.Module) -> int:
-    """Merge every UniRepLKNetBlock inside ``module`` into deploy form (after loading weights); returns the count."""
-    blocks = [m for m in module.modules() if isinstance(m, UniRepLKNetBlock)]
-    for block in blocks:
-        block.reparameterize()
-    return len(blocks)
