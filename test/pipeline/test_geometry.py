@@ -112,7 +112,8 @@ def test_invert_transform_real_pose(shared_data: Path) -> None:
     inverse = invert_transform(pose)
     np.testing.assert_allclose(inverse @ pose, np.eye(4), atol=1e-12)
     np.testing.assert_allclose(inverse[:3, :3], pose[:3, :3].T, atol=1e-7)
-    np.testing.assert_allclose(inverse[:3, 3], -pose[:3, :3].T @ pose[:3, 3], atol=1e-5)
+    # the stored rotation is orthonormal to ~2e-8 only, which R^T turns into ~3e-5 m at 1250 m
+    np.testing.assert_allclose(inverse[:3, 3], -pose[:3, :3].T @ pose[:3, 3], atol=1e-4)
     np.testing.assert_array_equal(inverse[3], [0.0, 0.0, 0.0, 1.0])
 
 
