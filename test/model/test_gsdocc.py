@@ -1,0 +1,93 @@
+"""GSDOCC top level: exact official state-dict layout, label post-processing, and a full forward on real images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gsdocc_ros.model.gsdocc import GSDOCC, ModelInputs, logits_to_labels
+from gsdocc_ros.model.temporal import TemporalCache
+from gsdocc_ros.pipeline.frames import load_sample_frames
+from gsdocc_ros.pipeline.preprocess import preprocess_images
+
+SEED = 20250101
+
+
+def _seeded_model() -> GSDOCC:
+    """A random-init GSDOCC whose weights depend only on SEED."""
+    torch.manual_seed(SEED)
+    return GSDOCC()
+
+
+def _sample_inputs(scene_dir) -> ModelInputs:
+    """ModelInputs of one real six-camera nuScenes keyframe, preprocessed as in the official test pipeline."""
+    sample = load_sample_frames(scene_dir)
+    imgs, post_rots, post_trans = preprocess_images([f.image for f in sample.frames], (256, 704))
+    cam_to_ego = np.stack([f.cam_to_ego for f in sample.frames]).astype(np.float32)  # (N,4,4)
+    intrins = np.stack([f.intrinsics for f in sample.frames]).astype(np.float32)  # (N,3,3)
+
+    def batch(array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array))[None]  # [1,...]
+
+    return ModelInputs(imgs=batch(imgs), rots=batch(cam_to_ego[:, :3, :3]), trans=batch(cam_to_ego[:, :3, 3]),
+                       intrins=batch(intrins), post_rots=batch(post_rots), post_trans=batch(post_trans),
+                       bda=torch.eye(3)[None])
+
+
+def _forward(model: GSDOCC, inputs: ModelInputs) -> torch.Tensor:
+    """One start-of-sequence frame through a fresh cache."""
+    with torch.no_grad():
+        return model(inputs, TemporalCache(), torch.eye(4)[None], start_of_sequence=True)
+
+
+@pytest.fixture(scope="module")
+def real_inputs(shared_data) -> ModelInputs:
+    return _sample_inputs(shared_data / "nuscenes_sample" / "scene-0061_ca9a282c")
+
+
+@pytest.fixture(scope="module")
+def real_logits(real_inputs) -> torch.Tensor:
+    """Logits of the seeded model on scene-0061's first keyframe (the suite's one shared full forward)."""
+    return _forward(_seeded_model(), real_inputs)
+
+
+def test_state_dict_equals_reference_key_list(reference_shapes) -> None:
+    model = GSDOCC()
+    state = model.state_dict()
+    assert [(k, tuple(v.shape)) for k, v in state.items()] == list(reference_shapes.items())
+    assert len(state) == 629
+    assert sum(p.numel() for p in model.parameters()) == 115_007_539
+    assert sum(v.numel() for v in state.values()) == sum(int(np.prod(s)) for s in reference_shapes.values())
+    assert not model.training
+
+
+def test_reparameterize_switches_the_head_block_to_deploy_keys() -> None:
+    model = GSDOCC()
+    model.reparameterize()
+    keys = set(model.state_dict())
+    assert "occupancy_head.unirep_3dconv_layer.dwconv.lk_origin.bias" in keys
+    assert "occupancy_head.unirep_3dconv_layer.dwconv.origin_bn.weight" not in keys
+
+
+def test_logits_to_labels_swaps_y_and_x() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(2, 18, 5, 7, 3)  # [B,C,Y,X,Z]
+    labels, prob = logits_to_labels(logits)
+    assert labels.shape == (2, 7, 5, 3) and labels.dtype == torch.uint8 and prob.shape == (2, 7, 5, 3)
+    b, y, x, z = 1, 4, 6, 2
+    assert labels[b, x, y, z] == logits[b, :, y, x, z].argmax()
+    assert prob[b, x, y, z] == pytest.approx(logits[b, :, y, x, z].softmax(0).max().item(), rel=1e-6)
+
+
+def test_full_forward_on_real_images(real_logits) -> None:
+    assert real_logits.shape == (1, 18, 200, 200, 16)
+    assert torch.isfinite(real_logits).all()
+    labels, prob = logits_to_labels(real_logits)
+    assert labels.shape == (1, 200, 200, 16) and labels.dtype == torch.uint8
+    assert int(labels.max()) < 18
+    assert ((prob > 1.0 / 18 - 1e-6) & (prob <= 1.0 + 1e-6)).all()
+
+
+def test_full_forward_is_deterministic_for_a_fixed_seed(real_inputs, real_logits) -> None:
+    assert torch.equal(_forward(_seeded_model(), real_inputs), real_logits)
