@@ -106,10 +106,10 @@ class DilatedReparamBlock3d(nn.Module):
 class GRN(nn.Module):
     """Global response normalisation on channels-last [B,Y,X,Z,C]: L2 over Y, X, Z, divided by the channel mean."""
 
-    def __init__(self, channels: int, use_bias: bool = True) -> None:
+    def __init__(self, channels: int) -> None:
         super().__init__()
         self.gamma = nn.Parameter(torch.zeros(1, 1, 1, 1, channels))
-        self.beta = nn.Parameter(torch.zeros(1, 1, 1, 1, channels)) if use_bias else None
+        self.beta: nn.Parameter | None = nn.Parameter(torch.zeros(1, 1, 1, 1, channels))  # None once merged
 
     def forward(self, x: Tensor) -> Tensor:
         """x [B,Y,X,Z,C] -> [B,Y,X,Z,C]."""

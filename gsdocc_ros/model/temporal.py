@@ -56,9 +56,11 @@ class TemporalCache:
             raise RuntimeError("TemporalCache: history requested from an empty cache; start a sequence first")
         B, C, Y, X = curr_bev.shape
         expected = (B, self.num_frames * C, Y, X)
-        if tuple(self.bev.shape) != expected or self.bev.device != curr_bev.device:
-            raise ValueError(f"TemporalCache: stored history {list(self.bev.shape)} on {self.bev.device} does not fit "
-                             f"curr_bev {list(curr_bev.shape)} on {curr_bev.device}; reset the cache or start a sequence")
+        stored = self.bev
+        if tuple(stored.shape) != expected or stored.device != curr_bev.device or stored.dtype != curr_bev.dtype:
+            raise ValueError(f"TemporalCache: stored history {list(stored.shape)} {stored.dtype} on {stored.device} "
+                             f"does not fit curr_bev {list(curr_bev.shape)} {curr_bev.dtype} on {curr_bev.device}; "
+                             "reset the cache or start a sequence")
         return self.bev, self.ages + elapsed_steps, self.bda
 
     def store(self, slots: Tensor, ages: Tensor, bda: Tensor, start_of_sequence: bool) -> None:
@@ -66,14 +68,17 @@ class TemporalCache:
         B, N, C, Y, X = slots.shape
         if N != self.num_frames:
             raise ValueError(f"TemporalCache: expected {self.num_frames} slots to store, got {N}")
-        if self.bev is None or tuple(self.bev.shape) != (B, N * C, Y, X) or self.bev.device != slots.device \
-                or self.bev.dtype != slots.dtype:
-            self.bev = slots.new_empty(B, N * C, Y, X)
-            self.ages = torch.empty(B, N, dtype=torch.float32, device=slots.device)
-            self.bda = torch.empty(B, 4, 4, dtype=torch.float64, device=slots.device)
-        self.bev.view(B, N, C, Y, X).copy_(slots)
-        self.ages.copy_(ages)  # type: ignore[union-attr]
-        self.bda.copy_(bda)  # type: ignore[union-attr]
+        bev, ages_buffer, bda_buffer = self.bev, self.ages, self.bda
+        if bev is None or ages_buffer is None or bda_buffer is None or tuple(bev.shape) != (B, N * C, Y, X) \
+                or bev.device != slots.device or bev.dtype != slots.dtype:
+            bev = slots.new_empty(B, N * C, Y, X)
+            ages_buffer = torch.empty(B, N, dtype=torch.float32, device=slots.device)
+            bda_buffer = torch.empty(B, 4, 4, dtype=torch.float64, device=slots.device)
+            self.bev, self.ages, self.bda = bev, ages_buffer, bda_buffer
+        with torch.no_grad():  # history is data, never part of an autograd graph across frames
+            bev.view(B, N, C, Y, X).copy_(slots)
+            ages_buffer.copy_(ages)
+            bda_buffer.copy_(bda)
         if start_of_sequence:
             self.sequence += 1
             self.frames = 0

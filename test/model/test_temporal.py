@@ -115,7 +115,8 @@ def test_temporal_first_call_is_a_reset(convs) -> None:
     fuse_history(bev, cache, motion(), EYE3, *convs, start_of_sequence=False)
     state = cache.state()
     assert not cache.is_empty and state["ages"].abs().max() == 0
-    torch.testing.assert_close(state["bev"], bev.repeat(1, 15, 1, 1), atol=1e-4, rtol=0)  # identity warp: float32 rounding only
+    # every slot is the current frame; the identity warp adds float32 rounding only
+    torch.testing.assert_close(state["bev"], bev.repeat(1, 15, 1, 1), atol=1e-4, rtol=0)
 
 
 def test_temporal_uncommitted_frame_leaves_the_cache_unchanged(convs) -> None:
@@ -151,6 +152,13 @@ def test_temporal_buffers_are_reused_across_steps(convs) -> None:
         fuse_history(torch.randn(1, C, 100, 100), cache, motion(tx=0.4), EYE3, *convs, start_of_sequence=k in (0, 3))
         pointers.add(tuple(cache.state()[name].data_ptr() for name in ("bev", "ages", "bda")))
     assert len(pointers) == 1
+
+
+def test_temporal_history_is_detached_from_autograd(convs) -> None:
+    cache = TemporalCache()
+    bev = torch.randn(1, C, 100, 100, requires_grad=True)
+    fused = fuse_history(bev, cache, motion(), EYE3, *convs, start_of_sequence=True)
+    assert fused.requires_grad and not cache.state()["bev"].requires_grad
 
 
 def test_temporal_mismatched_history_is_rejected(convs) -> None:
