@@ -1,0 +1,286 @@
+"""The ROS-free inference step: model + device + temporal cache + history cadence.
+
+The node, the tools and the tests all drive this one class: camera frames and the ego pose in,
+an OccupancyGrid out. It owns the decisions that keep the temporal cache honest (gsdocc_model.md
+section 2.6, field_notes.md section 1): the history advances in 0.5 s steps as in training, ego
+motion comes from the poses at the image stamps, and the cache resets on a new sequence, time
+going backwards, a gap, or a pose jump.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gsdocc_ros.model.checkpoint import build_model
+from gsdocc_ros.model.config import ModelConfig
+from gsdocc_ros.model.gsdocc import GSDOCC, ModelInputs, logits_to_labels
+from gsdocc_ros.model.temporal import TemporalCache
+from gsdocc_ros.pipeline.frames import CameraFrame
+from gsdocc_ros.pipeline.geometry import ego_motion, invert_transform
+from gsdocc_ros.pipeline.grid import OCC3D_GEOMETRY, GridGeometry, OccupancyGrid
+from gsdocc_ros.pipeline.preprocess import image_transform, preprocess_images
+
+LOGGER = logging.getLogger(__name__)
+
+CADENCES = ("keyframe", "every_frame")
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """How the runner executes the model and keeps its temporal cache."""
+
+    device: str = "cpu"
+    """torch device: cpu, cuda or cuda:N; CUDA falls back to CPU with a warning when absent."""
+    precision: str = "fp32"
+    """fp32, or fp16 / bf16 autocast (CUDA; bf16 also on CPU)."""
+    cadence: str = "keyframe"
+    """keyframe: infer only on sets 0.5 s apart; every_frame: infer on every set, push history at 0.5 s steps."""
+    history_step_s: float = 0.5
+    """Seconds per history step; the model was trained on 2 Hz keyframes."""
+    cadence_tolerance_s: float = 0.05
+    """A set is a history step when it is at most this much earlier than the next 0.5 s target."""
+    max_gap_s: float = 1.5
+    """Reset the cache when this many seconds pass without a history step."""
+    max_jump_m: float = 20.0
+    """Reset the cache when the ego moves farther than this between two history steps."""
+    confidence: bool = True
+    """Return the per-voxel probability of the chosen class."""
+    camera_mask: bool = False
+    """Return the camera-visibility mask of the output voxels."""
+
+    def __post_init__(self) -> None:
+        if self.cadence not in CADENCES:
+            raise ValueError(f"cadence: expected one of {CADENCES}, got {self.cadence!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision: expected one of {tuple(PRECISIONS)}, got {self.precision!r}")
+        for name in ("history_step_s", "max_gap_s", "max_jump_m"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: expected a positive number, got {getattr(self, name)!r}")
+        if not 0 <= self.cadence_tolerance_s < self.history_step_s / 2:
+            raise ValueError(f"cadence_tolerance_s: expected 0 <= value < history_step_s / 2, "
+                             f"got {self.cadence_tolerance_s!r}")
+
+
+@dataclass
+class StepResult:
+    """What one inference step produced and decided."""
+
+    grid: OccupancyGrid
+    start_of_sequence: bool
+    """True when the cache was reset before this step."""
+    reset_reason: str | None
+    """Why the cache was reset (None when it was not)."""
+    committed: bool
+    """True when this step was pushed into the history."""
+    curr_to_prev_ego: np.ndarray
+    """float64 (4, 4): the ego motion handed to the model (current ego -> last history step's ego)."""
+    elapsed_steps: float
+    """Age, in history steps, of the newest history slot as the model saw it."""
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    """Wall time per stage: preprocess, network, postprocess."""
+
+
+def resolve_device(name: str) -> tuple[torch.device, str | None]:
+    """``name`` as a torch device, falling back to CPU (with the warning text) when CUDA is absent."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"device: {name!r} is not a torch device ({error})") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return torch.device("cpu"), f"device {name!r} requested but CUDA is not available; running on CPU"
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device: {name!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
+    elif device.type != "cpu":
+        raise ValueError(f"device: expected cpu, cuda or cuda:N, got {name!r}")
+    return device, None
+
+
+def load_model(checkpoint: str | Path | None, cfg: ModelConfig, allow_random_weights: bool = False,
+               trust_pickle: bool = False, seed: int = 0) -> tuple[GSDOCC, str]:
+    """The network with weights from ``checkpoint``, or seeded random weights when explicitly allowed.
+
+    Returns the model (merged for inference) and a short description of its weights.
+    """
+    if checkpoint:
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint: no such file: {path}")
+        return build_model(path, trust_pickle=trust_pickle, cfg=cfg), f"GSD-OCC weights {path.name}"
+    if not allow_random_weights:
+        raise ValueError("checkpoint: no checkpoint given; pass one, or allow random weights explicitly "
+                         "(the output is then meaningless)")
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = GSDOCC(cfg)
+    model.reparameterize()
+    return model.eval(), f"GSD-OCC RANDOM WEIGHTS (seed {seed})"
+
+
+class OccupancyRunner:
+    """Runs GSD-OCC on six-camera sets and keeps the temporal cache on the training cadence."""
+
+    def __init__(self, model: GSDOCC, config: RunnerConfig = RunnerConfig(),
+                 geometry: GridGeometry = OCC3D_GEOMETRY, source: str = "GSD-OCC") -> None:
+        self.config = config
+        self.device, self.device_warning = resolve_device(config.device)
+        if config.precision == "fp16" and self.device.type != "cuda":
+            raise ValueError("precision: fp16 needs a CUDA device; use fp32 or bf16 on CPU")
+        self.model = model.to(self.device).eval()
+        self.model_config: ModelConfig = model.cfg
+        self.geometry = geometry
+        self.source = source
+        self.cache = TemporalCache(self.model_config.history_frames, self.model_config.grid)
+        self._bda = torch.eye(3, device=self.device)[None]  # [1,3,3] no BEV augmentation at test time
+        self._last_stamp_ns: int | None = None
+        self._push_stamp_ns: int | None = None
+        self._push_target_ns: int | None = None
+        self._push_pose: np.ndarray | None = None
+        self._sequence_id: Hashable | None = None
+        self._reset_request: str | None = "first frame"
+        self._mask_key: bytes | None = None
+        self._mask: np.ndarray | None = None
+
+    def reset(self, reason: str = "reset requested") -> None:
+        """Drop the history: the next step starts a new sequence."""
+        self._reset_request = reason
+
+    def wants(self, stamp_ns: int) -> bool:
+        """Whether a set stamped ``stamp_ns`` would be inferred (keyframe cadence skips the others)."""
+        if self.config.cadence == "every_frame" or self._push_target_ns is None:
+            return True
+        return self._reset_reason(stamp_ns, None) is not None or self._on_cadence(stamp_ns)
+
+    def _on_cadence(self, stamp_ns: int) -> bool:
+        """True when ``stamp_ns`` has reached the next 0.5 s history target, within the tolerance."""
+        assert self._push_target_ns is not None
+        step_ns = round(self.config.history_step_s * 1e9)
+        return stamp_ns >= self._push_target_ns + step_ns - round(self.config.cadence_tolerance_s * 1e9)
+
+    def _reset_reason(self, stamp_ns: int, sequence_id: Hashable | None) -> str | None:
+        """Why the cache must restart before a set at ``stamp_ns``, or None."""
+        if self._reset_request is not None:
+            return self._reset_request
+        if sequence_id is not None and sequence_id != self._sequence_id:
+            return f"new sequence {sequence_id!r}"
+        assert self._last_stamp_ns is not None and self._push_stamp_ns is not None
+        if stamp_ns < self._last_stamp_ns:
+            return f"time went backwards by {(self._last_stamp_ns - stamp_ns) / 1e9:.3f} s"
+        gap = (stamp_ns - self._push_stamp_ns) / 1e9
+        if gap > self.config.max_gap_s:
+            return f"{gap:.2f} s since the last history step (max_gap_s {self.config.max_gap_s})"
+        return None
+
+    def step(self, frames: Sequence[CameraFrame], ego2global: np.ndarray, stamp_ns: int,
+             sequence_id: Hashable | None = None) -> StepResult | None:
+        """Infer one camera set; None when the keyframe cadence skips it.
+
+        frames: the cameras in model order (pipeline.frames.order_frames); ego2global: float64 (4, 4)
+        ego pose at ``stamp_ns`` (the key camera's stamp), used for the history warp.
+        """
+        ego2global = np.asarray(ego2global, dtype=np.float64)
+        reason = self._reset_reason(stamp_ns, sequence_id)
+        if reason is None:
+            assert self._push_pose is not None
+            motion = ego_motion(self._push_pose, ego2global)
+            jump = float(np.linalg.norm(motion[:3, 3]))
+            if jump > self.config.max_jump_m:
+                reason = f"ego moved {jump:.1f} m since the last history step (max_jump_m {self.config.max_jump_m})"
+        if reason is None and self.config.cadence == "keyframe" and not self._on_cadence(stamp_ns):
+            return None
+        start = reason is not None
+        if start:
+            motion = ego_motion(ego2global, ego2global)  # inv(E) @ E, as the official loader passes
+            commit, elapsed = True, 1.0
+        else:
+            commit = self._on_cadence(stamp_ns)
+            elapsed = 1.0 if commit else (stamp_ns - self._push_stamp_ns) / 1e9 / self.config.history_step_s
+
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        inputs = self.prepare_inputs(frames)
+        t1 = time.perf_counter()
+        with torch.inference_mode(), self._autocast():
+            logits = self.model(inputs, self.cache, torch.as_tensor(motion, device=self.device)[None],
+                                start_of_sequence=start, commit=commit, elapsed_steps=elapsed)
+            labels, confidence = logits_to_labels(logits.float())  # [1,X,Y,Z]
+            labels_np = labels[0].cpu().numpy()  # the one device -> host copy the step needs
+            confidence_np = ((confidence[0] * 255).round().to(torch.uint8).cpu().numpy()
+                             if self.config.confidence else None)
+        t2 = time.perf_counter()
+        grid = OccupancyGrid(labels=labels_np, stamp_ns=stamp_ns, geometry=self.geometry, confidence=confidence_np,
+                             camera_mask=self.camera_mask(frames) if self.config.camera_mask else None)
+        t3 = time.perf_counter()
+        timings.update(preprocess=(t1 - t0) * 1e3, network=(t2 - t1) * 1e3, postprocess=(t3 - t2) * 1e3)
+
+        self._last_stamp_ns = stamp_ns
+        self._sequence_id = sequence_id
+        if commit:
+            step_ns = round(self.config.history_step_s * 1e9)
+            on_grid = (self._push_target_ns is not None and not start
+                       and abs(stamp_ns - (self._push_target_ns + step_ns)) < step_ns // 2)
+            self._push_target_ns = self._push_target_ns + step_ns if on_grid else stamp_ns
+            self._push_stamp_ns, self._push_pose = stamp_ns, ego2global
+        self._reset_request = None
+        return StepResult(grid=grid, start_of_sequence=start, reset_reason=reason, committed=commit,
+                          curr_to_prev_ego=motion, elapsed_steps=elapsed, timings_ms=timings)
+
+    def prepare_inputs(self, frames: Sequence[CameraFrame]) -> ModelInputs:
+        """Official preprocessing of the frames into a batch of one on the model's device."""
+        imgs, post_rots, post_trans = preprocess_images([f.image for f in frames],
+                                                        self.model_config.image.input_size)
+        cam_to_ego = np.stack([f.cam_to_ego for f in frames]).astype(np.float32)  # [N,4,4]
+        intrins = np.stack([f.intrinsics for f in frames]).astype(np.float32)  # [N,3,3]
+
+        def put(array: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(array))[None].to(self.device, non_blocking=True)
+
+        return ModelInputs(imgs=put(imgs), rots=put(cam_to_ego[:, :3, :3]), trans=put(cam_to_ego[:, :3, 3]),
+                           intrins=put(intrins), post_rots=put(post_rots), post_trans=put(post_trans),
+                           bda=self._bda)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast context for fp16/bf16; a no-op for fp32."""
+        if self.config.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=PRECISIONS[self.config.precision])
+
+    def camera_mask(self, frames: Sequence[CameraFrame]) -> np.ndarray:
+        """bool (X, Y, Z): output voxels whose centre projects into some camera's network input within the depth bins.
+
+        Cached while the calibration (intrinsics, extrinsics, image sizes) is unchanged.
+        """
+        key = b"".join(f.intrinsics.tobytes() + f.cam_to_ego.tobytes() + bytes(str(f.image.shape), "ascii")
+                       for f in frames)
+        if key != self._mask_key:
+            self._mask, self._mask_key = self._compute_camera_mask(frames), key
+        assert self._mask is not None
+        return self._mask
+
+    def _compute_camera_mask(self, frames: Sequence[CameraFrame]) -> np.ndarray:
+        grid = self.geometry
+        index = np.indices(grid.size).reshape(3, -1).T  # [M,3] (x, y, z)
+        centres = np.c_[grid.centres(index).astype(np.float64), np.ones(len(index))]  # [M,4]
+        d_min, d_max = self.model_config.grid.depth[:2]
+        in_h, in_w = self.model_config.image.input_size
+        seen = np.zeros(len(index), dtype=bool)
+        for frame in frames:
+            cam = (invert_transform(frame.cam_to_ego) @ centres.T)[:3]  # [3,M] camera frame
+            depth = cam[2]
+            front = (depth >= d_min) & (depth < d_max)
+            pix = frame.intrinsics @ cam[:, front]  # [3,m]
+            transform = image_transform(frame.image.shape[:2], (in_h, in_w))
+            u = pix[0] / pix[2] * transform.scale + transform.post_tran[0]
+            v = pix[1] / pix[2] * transform.scale + transform.post_tran[1]
+            inside = (u >= 0) & (u < in_w) & (v >= 0) & (v < in_h)
+            seen[np.flatnonzero(front)[inside]] = True
+        return seen.reshape(grid.size)
