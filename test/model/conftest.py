@@ -1,11 +1,13 @@
-"""Fixtures for the model tests: the reference state-dict key list of the official checkpoint."""
+"""Fixtures for the model tests: the official checkpoint's reference key list and a synthetic checkpoint of it."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from torch import nn
 
 KEY_FILE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "gsdocc_state_dict_keys.txt"
@@ -36,3 +38,27 @@ def reference_under(reference_shapes) -> Callable[[str], list[tuple[str, tuple[i
 def state_shapes() -> Callable[[nn.Module], list[tuple[str, tuple[int, ...]]]]:
     """f(module): its state-dict keys and shapes, in registration order."""
     return lambda module: [(k, tuple(v.shape)) for k, v in module.state_dict().items()]
+
+
+@pytest.fixture(scope="session")
+def synthetic_state(reference_shapes) -> dict[str, torch.Tensor]:
+    """A random-valued state dict with exactly the reference keys and shapes (an official checkpoint's content).
+
+    Each tensor is a view into one shared random buffer at its own offset, so values differ per key while a
+    saved file holds the buffer once (~40 MB instead of 460 MB). dx/bx/nx carry the official grid values.
+    """
+    fixed = {"forward_projection.dx": torch.tensor([0.8, 0.8, 0.8]),
+             "forward_projection.bx": torch.tensor([-39.6, -39.6, -0.6]),
+             "forward_projection.nx": torch.tensor([100, 100, 8])}
+    stride = 7
+    largest = max(math.prod(shape) for shape in reference_shapes.values())
+    buffer = torch.randn(largest + stride * len(reference_shapes), generator=torch.Generator().manual_seed(7))
+    state: dict[str, torch.Tensor] = {}
+    for i, (key, shape) in enumerate(reference_shapes.items()):
+        if key in fixed:
+            state[key] = fixed[key]
+        elif key.endswith("num_batches_tracked"):
+            state[key] = torch.tensor(1000 + i)
+        else:
+            state[key] = buffer[stride * i: stride * i + math.prod(shape)].view(shape)
+    return state
