@@ -1,0 +1,213 @@
+"""LSS forward projection (checkpoint attribute ``forward_projection``): lift image features into ego voxels.
+
+Every frustum point (pixel u, v of the network input at depth bin d) is mapped to the key-ego frame and
+splatted into a 100x100x8 grid of 0.8 m voxels with weight depth * context (a plain sum, gsdocc_model.md
+section 2.4). The splat is a sparse matrix product: for a fixed calibration, voxel v receives
+sum over pixels p of W[v, p] * context[p], where W[v, p] sums the depth probabilities of p's bins landing in v.
+The sparsity pattern of W (which the official code calls the ranks) is computed once per calibration and
+reused while the calibration tensors stay exactly equal; only W's values change per frame.
+
+Legend: B batch, N cameras, C channels, D depth bins, H, W feature map, X, Y, Z voxels.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from gsdocc_ros.model.config import GridConfig, ModelConfig
+
+if TYPE_CHECKING:
+    from gsdocc_ros.model.gsdocc import ModelInputs
+
+
+def create_frustum(cfg: ModelConfig) -> Tensor:
+    """Frustum points (D, H, W, 3) as (u, v, d): input-image pixels linspace(0, size - 1, feature size), bin starts."""
+    in_h, in_w = cfg.image.input_size
+    feat_h, feat_w = cfg.image.feature_size
+    depth = torch.arange(*cfg.grid.depth, dtype=torch.float32)  # (D,)
+    u = torch.linspace(0, in_w - 1, feat_w, dtype=torch.float32)  # (W,)
+    v = torch.linspace(0, in_h - 1, feat_h, dtype=torch.float32)  # (H,)
+    d_grid, v_grid, u_grid = torch.meshgrid(depth, v, u, indexing="ij")  # (D, H, W) each
+    return torch.stack([u_grid, v_grid, d_grid], dim=-1)  # (D, H, W, 3)
+
+
+def frustum_to_ego(frustum: Tensor, rots: Tensor, trans: Tensor, intrins: Tensor, post_rots: Tensor,
+                   post_trans: Tensor, bda: Tensor) -> Tensor:
+    """Key-ego coordinates (B, N, D, H, W, 3) of the frustum points, in float32 whatever autocast says.
+
+    Order as the official code: undo the crop (post_trans) then the resize (inverse post_rot), scale (u, v) by d,
+    apply R K^-1, add t, apply bda.
+    """
+    batch, cams = rots.shape[:2]
+    with torch.autocast(device_type=frustum.device.type, enabled=False):
+        rots, trans, intrins, post_rots, post_trans, bda = (
+            t.float() for t in (rots, trans, intrins, post_rots, post_trans, bda))
+        points = frustum.float() - post_trans.view(batch, cams, 1, 1, 1, 3)  # (B, N, D, H, W, 3)
+        points = torch.inverse(post_rots).view(batch, cams, 1, 1, 1, 3, 3).matmul(points.unsqueeze(-1))  # (..., 3, 1)
+        points = torch.cat([points[..., :2, :] * points[..., 2:3, :], points[..., 2:3, :]], dim=-2)  # (u d, v d, d)
+        combine = rots.matmul(torch.inverse(intrins))  # (B, N, 3, 3)
+        points = combine.view(batch, cams, 1, 1, 1, 3, 3).matmul(points).squeeze(-1)  # (B, N, D, H, W, 3)
+        points = points + trans.view(batch, cams, 1, 1, 1, 3)
+        return bda.view(batch, 1, 1, 1, 1, 3, 3).matmul(points.unsqueeze(-1)).squeeze(-1)  # (B, N, D, H, W, 3)
+
+
+def voxel_coords(points: Tensor, lower: Tensor, interval: Tensor) -> Tensor:
+    """Integer voxel coordinates (..., 3) as (ix, iy, iz): (p - lower) / interval truncated toward zero.
+
+    Truncation, not floor, is the official rule: points up to one cell below the grid land in cell 0.
+    """
+    return ((points - lower) / interval).long()  # (..., 3)
+
+
+def _check_shape(tensor: Tensor, shape: tuple[int | None, ...], name: str) -> None:
+    """Raise ValueError naming ``name`` unless ``tensor`` has ``shape`` (None matches any size)."""
+    if tensor.dim() != len(shape) or any(s is not None and s != t for s, t in zip(shape, tensor.shape)):
+        expected = "[" + ",".join("*" if s is None else str(s) for s in shape) + "]"
+        raise ValueError(f"{name}: expected shape {expected}, got [{','.join(str(s) for s in tensor.shape)}]")
+
+
+@dataclass(frozen=True)
+class PoolIndices:
+    """Sparsity pattern of the splat matrix W (B*Y*X*Z voxels x B*N*H*W pixels) for one calibration."""
+
+    crow: Tensor
+    """(B*Y*X*Z + 1,) CSR row pointers of W over voxel ranks ((b*Y + iy)*X + ix)*Z + iz."""
+    col: Tensor
+    """(P,) flat pixel index (b, n, h, w) of each non-zero of W, P unique (voxel, pixel) pairs."""
+    depth_index: Tensor
+    """(K,) flat index (b, n, d, h, w) into depth of each kept frustum point."""
+    pair_index: Tensor
+    """(K,) the non-zero of W that each kept frustum point adds its depth to."""
+    size: tuple[int, int]
+    """Shape of W."""
+
+
+def compute_pool_indices(points: Tensor, lower: Tensor, interval: Tensor, size_xyz: Tensor) -> PoolIndices:
+    """Voxelise frustum points (B, N, D, H, W, 3) and build W's sparsity pattern (kept: 0 <= index < size)."""
+    batch, cams, depth_bins, height, width, _ = points.shape
+    size_x, size_y, size_z = (int(s) for s in size_xyz)
+    coords = voxel_coords(points, lower, interval).view(-1, 3)  # (B*N*D*H*W, 3)
+    kept = ((coords >= 0) & (coords < size_xyz)).all(dim=1)  # (B*N*D*H*W,)
+    depth_index = kept.nonzero().squeeze(1)  # (K,)
+    ix, iy, iz = coords[depth_index].unbind(dim=1)  # (K,) each
+    camera = depth_index // (depth_bins * height * width)  # (K,) flat (b, n)
+    voxel = ((camera // cams * size_y + iy) * size_x + ix) * size_z + iz  # (K,)
+    pixel = camera * (height * width) + depth_index % (height * width)  # (K,)
+    num_pixels = batch * cams * height * width
+    pairs, pair_index = torch.unique(voxel * num_pixels + pixel, return_inverse=True)  # (P,), (K,)
+    num_voxels = batch * size_y * size_x * size_z
+    crow = torch.zeros(num_voxels + 1, dtype=torch.long, device=points.device)
+    crow[1:] = torch.bincount(pairs // num_pixels, minlength=num_voxels).cumsum(0)
+    return PoolIndices(crow=crow, col=pairs % num_pixels, depth_index=depth_index, pair_index=pair_index,
+                       size=(num_voxels, num_pixels))
+
+
+def bev_pool(depth: Tensor, context: Tensor, indices: PoolIndices, size_xyz: tuple[int, int, int]) -> Tensor:
+    """Splat with precomputed indices: depth (B,N,D,H,W), context (B,N,C,H,W) -> (B,C,Y,X,Z), float32 sums.
+
+    The result is a permuted view of a (B, Y, X, Z, C) tensor, like the official permute of the op's output.
+    """
+    batch, channels = depth.shape[0], context.shape[2]
+    size_x, size_y, size_z = size_xyz
+    with torch.autocast(device_type=depth.device.type, enabled=False):
+        weights = depth.reshape(-1).float()[indices.depth_index]  # (K,)
+        values = torch.zeros(indices.col.numel(), dtype=torch.float32, device=depth.device)
+        values.index_add_(0, indices.pair_index, weights)  # (P,) sum over bins of a pixel in one voxel
+        with warnings.catch_warnings():  # CSR @ dense is all we use; silence torch's "beta state" notice
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+            splat = torch.sparse_csr_tensor(indices.crow, indices.col, values, indices.size,
+                                            check_invariants=False)  # W: (B*Y*X*Z, B*N*H*W)
+        feats = context.float().permute(0, 1, 3, 4, 2).reshape(-1, channels)  # (B*N*H*W, C)
+        out = splat @ feats  # (B*Y*X*Z, C)
+    return out.view(batch, size_y, size_x, size_z, channels).permute(0, 4, 1, 2, 3)  # (B, C, Y, X, Z)
+
+
+def bev_pool_reference(depth: Tensor, context: Tensor, points: Tensor, grid: GridConfig) -> Tensor:
+    """Slow, obviously correct twin of the splat: loop over cameras and bins, accumulate in float64.
+
+    depth (B,N,D,H,W), context (B,N,C,H,W), points (B,N,D,H,W,3) key-ego metres -> (B,C,Y,X,Z) float32.
+    """
+    batch, cams, depth_bins = depth.shape[:3]
+    channels = context.shape[2]
+    size_x, size_y, size_z = grid.size
+    lower = torch.tensor([grid.x[0], grid.y[0], grid.z[0]], dtype=torch.float32, device=points.device)
+    interval = torch.tensor([grid.x[2], grid.y[2], grid.z[2]], dtype=torch.float32, device=points.device)
+    size = torch.tensor(grid.size, device=points.device)
+    out = torch.zeros(batch, size_y, size_x, size_z, channels, dtype=torch.float64, device=depth.device)
+    for b in range(batch):
+        for n in range(cams):
+            pixel_feats = context[b, n].reshape(channels, -1).t().double()  # (H*W, C)
+            for d in range(depth_bins):
+                coords = voxel_coords(points[b, n, d], lower, interval).reshape(-1, 3)  # (H*W, 3)
+                inside = ((coords >= 0) & (coords < size)).all(dim=1)  # (H*W,)
+                weight = depth[b, n, d].reshape(-1, 1).double()  # (H*W, 1)
+                ix, iy, iz = coords[inside].unbind(dim=1)
+                out[b].index_put_((iy, ix, iz), (weight * pixel_feats)[inside], accumulate=True)
+    return out.permute(0, 4, 1, 2, 3).float()  # (B, C, Y, X, Z)
+
+
+class LSSViewTransform(nn.Module):
+    """Forward projection: depth (B,N,D,H,W) x context (B,N,C,H,W) -> voxel features (B,C,Y,X,Z).
+
+    ``use_index_cache`` (default True) reuses W's pattern while the calibration is exactly unchanged; the
+    counters ``index_cache_hits``/``index_cache_misses`` count look-ups (none while the cache is off).
+    Keep this module in float32 (use autocast for reduced precision): dx and bx define the voxel boundaries.
+    """
+
+    def __init__(self, cfg: ModelConfig = ModelConfig()) -> None:
+        super().__init__()
+        axes = (cfg.grid.x, cfg.grid.y, cfg.grid.z)
+        self.dx = nn.Parameter(torch.tensor([step for _, _, step in axes]), requires_grad=False)
+        self.bx = nn.Parameter(torch.tensor([lo + step / 2.0 for lo, _, step in axes]), requires_grad=False)
+        self.nx = nn.Parameter(torch.tensor(cfg.grid.size, dtype=torch.long), requires_grad=False)
+        self.register_buffer("frustum", create_frustum(cfg), persistent=False)  # (D, H, W, 3)
+        self.use_index_cache = True
+        self.index_cache_hits = 0
+        self.index_cache_misses = 0
+        self._cache_key: tuple[Tensor, ...] | None = None
+        self._cache_indices: PoolIndices | None = None
+
+    def points(self, rots: Tensor, trans: Tensor, intrins: Tensor, post_rots: Tensor, post_trans: Tensor,
+               bda: Tensor) -> Tensor:
+        """Key-ego coordinates (B, N, D, H, W, 3) of this module's frustum for one calibration."""
+        return frustum_to_ego(self.frustum, rots, trans, intrins, post_rots, post_trans, bda)
+
+    def pool_indices(self, rots: Tensor, trans: Tensor, intrins: Tensor, post_rots: Tensor, post_trans: Tensor,
+                     bda: Tensor) -> PoolIndices:
+        """W's sparsity pattern for a calibration: from the cache when every tensor is exactly unchanged."""
+        calibration = (rots, trans, intrins, post_rots, post_trans, bda)
+        lower = self.bx - self.dx / 2.0  # (3,) grid corner, (-40, -40, -1)
+        if not self.use_index_cache:
+            return compute_pool_indices(self.points(*calibration), lower, self.dx, self.nx)
+        key = tuple(t.detach() for t in (*calibration, self.dx, self.bx, self.nx))
+        if self._cache_key is not None and all(
+                a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b)
+                for a, b in zip(key, self._cache_key)):
+            self.index_cache_hits += 1
+            return self._cache_indices  # type: ignore[return-value]
+        self.index_cache_misses += 1
+        self._cache_indices = compute_pool_indices(self.points(*calibration), lower, self.dx, self.nx)
+        self._cache_key = tuple(t.clone() for t in key)
+        return self._cache_indices
+
+    def forward(self, depth: Tensor, context: Tensor, inputs: ModelInputs) -> Tensor:
+        """Splat depth (B,N,D,H,W) x context (B,N,C,H,W) with the calibration in ``inputs`` -> (B,C,Y,X,Z)."""
+        depth_bins, height, width = self.frustum.shape[:3]
+        batch, cams = inputs.rots.shape[:2]
+        _check_shape(inputs.rots, (batch, cams, 3, 3), "inputs.rots")
+        _check_shape(inputs.trans, (batch, cams, 3), "inputs.trans")
+        _check_shape(inputs.intrins, (batch, cams, 3, 3), "inputs.intrins")
+        _check_shape(inputs.post_rots, (batch, cams, 3, 3), "inputs.post_rots")
+        _check_shape(inputs.post_trans, (batch, cams, 3), "inputs.post_trans")
+        _check_shape(inputs.bda, (batch, 3, 3), "inputs.bda")
+        _check_shape(depth, (batch, cams, depth_bins, height, width), "depth")
+        _check_shape(context, (batch, cams, None, height, width), "context")
+        indices = self.pool_indices(inputs.rots, inputs.trans, inputs.intrins, inputs.post_rots,
+                                    inputs.post_trans, inputs.bda)
+        size_xyz = tuple(int(s) for s in self.nx)
+        return bev_pool(depth, context, indices, size_xyz).to(context.dtype)  # (B, C, Y, X, Z)
