@@ -8,7 +8,7 @@ import sys
 
 # Subcommand modules, in the order `gsdocc --help` lists them. Each exposes
 # add_parser(subparsers) (registering its parser with func=run) and run(args) -> int.
-SUBCOMMANDS: tuple[str, ...] = ("checkpoint_cmd", "eval_cmd")
+SUBCOMMANDS: tuple[str, ...] = ("checkpoint_cmd", "eval_cmd", "record")
 
 
 class ToolError(Exception):
