@@ -9,7 +9,7 @@ import torch
 from gsdocc_ros.model.gsdocc import GSDOCC, ModelInputs, logits_to_labels
 from gsdocc_ros.model.temporal import TemporalCache
 from gsdocc_ros.pipeline.frames import load_sample_frames
-from gsdocc_ros.pipeline.preprocess import preprocess_images
+from gsdocc_ros.pipeline.runner import OccupancyRunner
 
 SEED = 20250101
 
@@ -20,21 +20,6 @@ def _seeded_model() -> GSDOCC:
     return GSDOCC()
 
 
-def _sample_inputs(scene_dir) -> ModelInputs:
-    """ModelInputs of one real six-camera nuScenes keyframe, preprocessed as in the official test pipeline."""
-    sample = load_sample_frames(scene_dir)
-    imgs, post_rots, post_trans = preprocess_images([f.image for f in sample.frames], (256, 704))
-    cam_to_ego = np.stack([f.cam_to_ego for f in sample.frames]).astype(np.float32)  # (N,4,4)
-    intrins = np.stack([f.intrinsics for f in sample.frames]).astype(np.float32)  # (N,3,3)
-
-    def batch(array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(array))[None]  # [1,...]
-
-    return ModelInputs(imgs=batch(imgs), rots=batch(cam_to_ego[:, :3, :3]), trans=batch(cam_to_ego[:, :3, 3]),
-                       intrins=batch(intrins), post_rots=batch(post_rots), post_trans=batch(post_trans),
-                       bda=torch.eye(3)[None])
-
-
 def _forward(model: GSDOCC, inputs: ModelInputs) -> torch.Tensor:
     """One start-of-sequence frame through a fresh cache."""
     with torch.no_grad():
@@ -42,18 +27,25 @@ def _forward(model: GSDOCC, inputs: ModelInputs) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def real_inputs(shared_data) -> ModelInputs:
-    return _sample_inputs(shared_data / "nuscenes_sample" / "scene-0061_ca9a282c")
+def seeded_model() -> GSDOCC:
+    return _seeded_model()
 
 
 @pytest.fixture(scope="module")
-def real_logits(real_inputs) -> torch.Tensor:
-    """Logits of the seeded model on scene-0061's first keyframe (the suite's one shared full forward)."""
-    return _forward(_seeded_model(), real_inputs)
+def real_inputs(shared_data, seeded_model) -> ModelInputs:
+    """scene-0061's first six-camera keyframe, preprocessed as the official test pipeline does."""
+    frames = load_sample_frames(shared_data / "nuscenes_sample" / "scene-0061_ca9a282c").frames
+    return OccupancyRunner(seeded_model).prepare_inputs(frames)
 
 
-def test_state_dict_equals_reference_key_list(reference_shapes) -> None:
-    model = GSDOCC()
+@pytest.fixture(scope="module")
+def real_logits(real_inputs, seeded_model) -> torch.Tensor:
+    """Logits of the seeded model on that keyframe (the suite's one shared full forward)."""
+    return _forward(seeded_model, real_inputs)
+
+
+def test_state_dict_equals_reference_key_list(reference_shapes, seeded_model) -> None:
+    model = seeded_model
     state = model.state_dict()
     assert [(k, tuple(v.shape)) for k, v in state.items()] == list(reference_shapes.items())
     assert len(state) == 629
@@ -80,7 +72,8 @@ def test_logits_to_labels_swaps_y_and_x() -> None:
     assert prob[b, x, y, z] == pytest.approx(logits[b, :, y, x, z].softmax(0).max().item(), rel=1e-6)
 
 
-def test_full_forward_on_real_images(real_logits) -> None:
+def test_full_forward_on_real_images(real_inputs, real_logits) -> None:
+    assert real_inputs.imgs.shape == (1, 6, 3, 256, 704)
     assert real_logits.shape == (1, 18, 200, 200, 16)
     assert torch.isfinite(real_logits).all()
     labels, prob = logits_to_labels(real_logits)
