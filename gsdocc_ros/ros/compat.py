@@ -484,8 +484,9 @@ class SyncCounters:
     """Messages that left without being in a set: stale (not newer than the last set), queue overflow,
     superseded by a newer set, or discarded by a reset."""
     incomplete_sets: int = 0
-    """Groups of dropped messages whose stamps lie within slop of the group's first: camera periods that
-    yielded no set (a camera missing, or stamps spread wider than slop)."""
+    """Camera periods that yielded no set (a camera missing, or stamps spread wider than slop), counted as the
+    most messages any one input has lost to overflow, supersession or reset: in such a period every camera
+    that delivered loses exactly one image. A lower bound when different cameras fail in different periods."""
     resets: int = 0
     """Times a stamp went backwards by more than ``jump_back_s`` and all queues were emptied."""
 
@@ -510,15 +511,14 @@ class CameraSetSync:
             raise ValueError("inputs: at least one input filter is needed")
         self.queue_size = queue_size
         self.slop = slop
-        self._slop_ns = round(slop * 1e9)
         self._jump_ns = round(jump_back_s * 1e9)
         self._callbacks: list[Callable[..., None]] = []
         self._lock = threading.RLock()
         self._counters = SyncCounters()
         self._pending: list[list[int]] = [[] for _ in inputs]
+        self._lost = [0] * len(inputs)  # per input: messages lost to overflow, supersession or reset
         self._newest: int | None = None
         self._last_set: int | None = None
-        self._group_start: int | None = None
         self._build()
         for index, source in enumerate(inputs):
             source.registerCallback(self._receive, index)
@@ -536,9 +536,9 @@ class CameraSetSync:
     def reset(self) -> None:
         """Empty every queue (queued messages count as dropped) and forget the last set; counts a reset."""
         with self._lock:
-            self._drop(sorted(stamp for queue in self._pending for stamp in queue))
+            self._drop([len(queue) for queue in self._pending])
             self._pending = [[] for _ in self._pending]
-            self._newest = self._last_set = self._group_start = None
+            self._newest = self._last_set = None
             self._counters = replace(self._counters, resets=self._counters.resets + 1)
             self._build()
 
@@ -552,13 +552,10 @@ class CameraSetSync:
         """Add ``deltas`` to the counters."""
         self._counters = replace(self._counters, **{k: getattr(self._counters, k) + v for k, v in deltas.items()})
 
-    def _drop(self, stamps: list[int]) -> None:
-        """Count dropped messages (ascending stamps) and the incomplete sets they form."""
-        for stamp in stamps:
-            new_group = self._group_start is None or stamp > self._group_start + self._slop_ns
-            self._count(messages_dropped=1, incomplete_sets=int(new_group))
-            if new_group:
-                self._group_start = stamp
+    def _drop(self, lost: list[int]) -> None:
+        """Count ``lost[i]`` messages lost by input i, and the incomplete sets that makes."""
+        self._lost = [total + n for total, n in zip(self._lost, lost)]
+        self._count(messages_dropped=sum(lost), incomplete_sets=max(self._lost) - self._counters.incomplete_sets)
 
     def _receive(self, msg: Any, index: int) -> None:
         """One input message: jump check, staleness check, queue mirror, then on to the synchroniser."""
@@ -574,7 +571,8 @@ class CameraSetSync:
             queue = self._pending[index]
             bisect.insort(queue, stamp)
             if len(queue) > self.queue_size:
-                self._drop([queue.pop(0)])
+                queue.pop(0)
+                self._drop([int(i == index) for i in range(len(self._pending))])  # overflow: oldest lost
             self._relays[index].signalMessage(msg)
 
     def _emit(self, *msgs: Any) -> None:
@@ -583,10 +581,11 @@ class CameraSetSync:
         newest = max(stamps)
         with self._lock:
             for queue, stamp in zip(self._pending, stamps):
-                queue.remove(stamp)
-            superseded = sorted(s for queue in self._pending for s in queue if s <= newest)
-            self._pending = [[s for s in queue if s > newest] for queue in self._pending]
-            self._drop(superseded)
+                if stamp in queue:  # always with the fallback; a genuine queue may differ from the mirror
+                    queue.remove(stamp)
+            kept = [[s for s in queue if s > newest] for queue in self._pending]
+            self._drop([len(queue) - len(rest) for queue, rest in zip(self._pending, kept)])  # superseded
+            self._pending = kept
             self._count(sets_out=1)
             self._last_set = newest
             callbacks = list(self._callbacks)
