@@ -71,6 +71,11 @@ class Checkpoint:
         """Number of scalars in the state dict (parameters and buffers)."""
         return sum(v.numel() for v in self.state_dict.values())
 
+    @property
+    def model_config(self) -> ModelConfig:
+        """The config the weights are for: the stored one, else the official default (256x704)."""
+        return self.config or ModelConfig()
+
 
 @dataclass
 class CheckpointReport:
@@ -135,7 +140,7 @@ def _torch_load(path: Path, trust_pickle: bool) -> Any:
         detail = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(?:Check the documentation|$)", str(exc), re.S)
         raise CheckpointError(f"checkpoint {path}: not a readable torch checkpoint with weights_only=True "
                               f"({detail.group(1) if detail else exc}); if it is a checkpoint, {_TRUST_HINT}") from exc
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+    except (RuntimeError, OSError, EOFError, ValueError, ImportError, AttributeError) as exc:
         raise CheckpointError(f"checkpoint {path}: not a readable torch checkpoint ({exc})") from exc
 
 
@@ -203,11 +208,10 @@ def compare(checkpoint: Checkpoint, expected: Mapping[str, tuple[int, ...]]) -> 
         mismatched=mismatched)
 
 
-def check_checkpoint(path: str | Path, trust_pickle: bool = False, cfg: ModelConfig | None = None) -> CheckpointReport:
-    """Read a checkpoint and compare it with the model it is meant for (the stored config, else ``cfg``/default)."""
-    checkpoint = read_checkpoint(path, trust_pickle)
-    model_cfg = cfg or checkpoint.config or ModelConfig()
-    return compare(checkpoint, expected_shapes(model_cfg, checkpoint.form))
+def check_checkpoint(source: str | Path | Checkpoint, trust_pickle: bool = False) -> CheckpointReport:
+    """Compare a checkpoint with the model it is meant for (its stored config, else the official one)."""
+    checkpoint = source if isinstance(source, Checkpoint) else read_checkpoint(source, trust_pickle)
+    return compare(checkpoint, expected_shapes(checkpoint.model_config, checkpoint.form))
 
 
 def _model_form(model: GSDOCC) -> str:
@@ -276,7 +280,7 @@ def build_model(path: str | Path, trust_pickle: bool = False, reparameterize: bo
     ``cfg`` overrides the config stored in an own-format file; official files use the default config.
     """
     checkpoint = read_checkpoint(path, trust_pickle)
-    model = GSDOCC(cfg or checkpoint.config or ModelConfig())
+    model = GSDOCC(cfg or checkpoint.model_config)
     load_checkpoint(model, checkpoint)
     if reparameterize and checkpoint.form == TRAINING_FORM:
         model.reparameterize()

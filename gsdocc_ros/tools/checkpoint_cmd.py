@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gsdocc_ros.model.checkpoint import CheckpointError, check_checkpoint, compare, expected_shapes, \
-    read_checkpoint, save_checkpoint
-from gsdocc_ros.model.config import ModelConfig
+from gsdocc_ros.model.checkpoint import CheckpointError, check_checkpoint, read_checkpoint, save_checkpoint
 from gsdocc_ros.tools.cli import ToolError
 
 VERB = "checkpoint"
@@ -55,12 +53,11 @@ def _convert(args: argparse.Namespace) -> int:
     if not args.output.parent.is_dir():
         raise ToolError(f"output folder {args.output.parent} does not exist")
     checkpoint = read_checkpoint(args.input, trust_pickle=args.trust_pickle)
-    cfg = checkpoint.config or ModelConfig()
-    report = compare(checkpoint, expected_shapes(cfg, checkpoint.form))
+    report = check_checkpoint(checkpoint)
     if not report.ok:
         print(report.describe(limit=50))
         raise ToolError(f"{args.input} does not match the model; nothing written")
-    save_checkpoint(args.output, checkpoint.state_dict, cfg)
+    save_checkpoint(args.output, checkpoint.state_dict, checkpoint.model_config)
     print(f"wrote {args.output} ({report.num_keys} keys, {report.num_values:,} values, {report.form} form, "
           f"from the {report.layout} layout)")
     return 0
