@@ -8,7 +8,7 @@ import sys
 
 # Subcommand modules, in the order `gsdocc --help` lists them. Each exposes
 # add_parser(subparsers) (registering its parser with func=run) and run(args) -> int.
-SUBCOMMANDS: tuple[str, ...] = ("checkpoint_cmd", "eval_cmd", "record", "nuscenes_to_bag")
+SUBCOMMANDS: tuple[str, ...] = ("node", "checkpoint_cmd", "eval_cmd", "record", "nuscenes_to_bag")
 
 
 class ToolError(Exception):
@@ -29,7 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run one subcommand; user errors become one line on stderr."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # only a verb that forwards arguments (e.g. `node` to ROS) accepts what argparse did not know
+        if not hasattr(args, "forwarded"):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.forwarded = [*args.forwarded, *extra]
     try:
         return int(args.func(args) or 0)
     except ToolError as error:
