@@ -51,12 +51,19 @@ def test_gt_against_itself_is_exactly_100(occ3d: dict[str, np.ndarray]) -> None:
     assert confusion.matrix.sum() == 43_355 and np.count_nonzero(confusion.matrix - np.diag(np.diag(confusion.matrix))) == 0
 
 
-def test_car_relabelled_as_truck_scores_what_arithmetic_says(occ3d: dict[str, np.ndarray]) -> None:
+def car_as_truck(occ3d: dict[str, np.ndarray]) -> OccupancyConfusion:
+    """The real file scored against itself with every visible car predicted as a truck."""
     gt, mask = occ3d["semantics"], occ3d["mask_camera"]
     pred = gt.copy()
     pred[(gt == CAR) & mask] = TRUCK
     confusion = OccupancyConfusion()
     confusion.update(pred, gt, mask)
+    return confusion
+
+
+def test_car_relabelled_as_truck_scores_what_arithmetic_says(occ3d: dict[str, np.ndarray]) -> None:
+    gt, mask = occ3d["semantics"], occ3d["mask_camera"]
+    confusion = car_as_truck(occ3d)
     n_car = int(np.count_nonzero((gt == CAR) & mask))
     n_truck = int(np.count_nonzero((gt == TRUCK) & mask))
     # car: TP 0, FN n_car -> 0; truck: TP n_truck, FP n_car -> n_truck / (n_truck + n_car).
@@ -155,11 +162,7 @@ def test_merging_different_class_sets_is_refused() -> None:
 
 
 def test_table_and_dict_report_the_same_numbers(occ3d: dict[str, np.ndarray]) -> None:
-    gt, mask = occ3d["semantics"], occ3d["mask_camera"]
-    pred = gt.copy()
-    pred[(gt == CAR) & mask] = TRUCK
-    confusion = OccupancyConfusion()
-    confusion.update(pred, gt, mask)
+    confusion = car_as_truck(occ3d)
     summary = confusion.to_dict()
     assert summary["miou_percent"] == pytest.approx(100 * 9 / 11)
     assert summary["per_class"][TRUCK]["pred_voxels"] == 1584 and summary["per_class"][TRUCK]["in_mean"]
