@@ -22,7 +22,7 @@ import os
 import threading
 import time as walltime
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from types import ModuleType
 from typing import Any
 
@@ -474,7 +474,7 @@ else:
 
 @dataclass(frozen=True)
 class SyncCounters:
-    """What CameraSetSync has seen since start (a snapshot)."""
+    """What CameraSetSync has seen since start; ``CameraSetSync.counters()`` returns these fields as a dict."""
 
     messages_in: int = 0
     """Messages received on all inputs."""
@@ -527,11 +527,10 @@ class CameraSetSync:
         """Call ``cb(*msgs)`` with the N messages of every complete set, in input order."""
         self._callbacks.append(cb)
 
-    @property
-    def counters(self) -> SyncCounters:
-        """A snapshot of the counters."""
+    def counters(self) -> dict[str, int]:
+        """A snapshot of the counters by SyncCounters field name (messages_in, sets_out, ...)."""
         with self._lock:
-            return self._counters
+            return asdict(self._counters)
 
     def reset(self) -> None:
         """Empty every queue (queued messages count as dropped) and forget the last set; counts a reset."""
