@@ -71,24 +71,28 @@ def _span_ns(value: Duration | None) -> int:
 
 # --------------------------------------------------------------------------------------------------- tf buffer
 
-class TransformException(Exception):
-    """Base of the tf look-up errors (named as tf2's)."""
+_tf2_ros = _genuine("tf2_ros")
+if _tf2_ros is not None:  # the fallback buffer raises the genuine classes too, so one except clause fits both
+    TransformException = _tf2_ros.TransformException
+    LookupException = _tf2_ros.LookupException
+    ConnectivityException = _tf2_ros.ConnectivityException
+    ExtrapolationException = _tf2_ros.ExtrapolationException
+    InvalidArgumentException = _tf2_ros.InvalidArgumentException
+else:
+    class TransformException(Exception):
+        """Base of the tf look-up errors (named as tf2's)."""
 
+    class LookupException(TransformException):
+        """A frame named in a look-up has never been received."""
 
-class LookupException(TransformException):
-    """A frame named in a look-up has never been received."""
+    class ConnectivityException(TransformException):
+        """Both frames exist but are not in the same tree."""
 
+    class ExtrapolationException(TransformException):
+        """The requested time lies outside the stored history of some transform on the path."""
 
-class ConnectivityException(TransformException):
-    """Both frames exist but are not in the same tree."""
-
-
-class ExtrapolationException(TransformException):
-    """The requested time lies outside the stored history of some transform on the path."""
-
-
-class InvalidArgumentException(TransformException):
-    """A transform handed to the buffer is unusable (NaN, non-unit quaternion, empty or equal frame ids)."""
+    class InvalidArgumentException(TransformException):
+        """A transform handed to the buffer is unusable (NaN, non-unit quaternion, empty or equal frame ids)."""
 
 
 def _unit_quaternion(transform: TransformStamped) -> tuple[np.ndarray, np.ndarray]:
@@ -355,15 +359,9 @@ class FallbackTransformListener:
         self._subscriptions = []
 
 
-_tf2_ros = _genuine("tf2_ros")
 if _tf2_ros is not None:
     Buffer = _tf2_ros.Buffer
     TransformListener = _tf2_ros.TransformListener
-    TransformException = _tf2_ros.TransformException  # noqa: F811 - the genuine classes replace ours
-    LookupException = _tf2_ros.LookupException  # noqa: F811
-    ConnectivityException = _tf2_ros.ConnectivityException  # noqa: F811
-    ExtrapolationException = _tf2_ros.ExtrapolationException  # noqa: F811
-    InvalidArgumentException = _tf2_ros.InvalidArgumentException  # noqa: F811
 else:
     Buffer = FallbackBuffer
     TransformListener = FallbackTransformListener

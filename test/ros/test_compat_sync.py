@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -62,11 +63,17 @@ def periods_of(sets: list[tuple[Image, ...]], stamps: list[int]) -> list[int]:
     return found
 
 
-def test_fallback_groups_real_nuscenes_stamps_into_their_periods(camera_stamps: list[int]) -> None:
+def wired(slop: float, kind: type = CameraSetSync) -> tuple[list[FallbackSimpleFilter], Any, list[tuple[Image, ...]]]:
+    """Six plain inputs, a ``kind`` synchroniser over them with queue 10, and the list its sets land in."""
     inputs = [FallbackSimpleFilter() for _ in CAMERA_NAMES]
-    sync = FallbackApproximateTimeSynchronizer(inputs, queue_size=10, slop=0.06)
+    sync = kind(inputs, queue_size=10, slop=slop)
     sets: list[tuple[Image, ...]] = []
     sync.registerCallback(lambda *msgs: sets.append(msgs))
+    return inputs, sync, sets
+
+
+def test_fallback_groups_real_nuscenes_stamps_into_their_periods(camera_stamps: list[int]) -> None:
+    inputs, sync, sets = wired(0.06, FallbackApproximateTimeSynchronizer)
     deliver(inputs, stream(camera_stamps, 6))
     assert periods_of(sets, camera_stamps) == [0, 1, 2, 3, 4, 5]
 
@@ -76,19 +83,13 @@ def test_fallback_groups_correctly_under_random_transport_delays(camera_stamps: 
     rng = np.random.default_rng(3)
     items = stream(camera_stamps, 12)
     arrival = [stamp + int(rng.uniform(0, 70e6)) for _, _, stamp in items]
-    inputs = [FallbackSimpleFilter() for _ in CAMERA_NAMES]
-    sync = FallbackApproximateTimeSynchronizer(inputs, queue_size=10, slop=0.06)
-    sets: list[tuple[Image, ...]] = []
-    sync.registerCallback(lambda *msgs: sets.append(msgs))
+    inputs, sync, sets = wired(0.06, FallbackApproximateTimeSynchronizer)
     deliver(inputs, [items[i] for i in np.argsort(arrival, kind="stable")])
     assert periods_of(sets, camera_stamps) == list(range(12))
 
 
 def test_the_message_filters_doc_slop_never_matches_nuscenes(camera_stamps: list[int]) -> None:
-    inputs = [FallbackSimpleFilter() for _ in CAMERA_NAMES]
-    sync = CameraSetSync(inputs, queue_size=10, slop=0.01)
-    sets: list[tuple[Image, ...]] = []
-    sync.registerCallback(lambda *msgs: sets.append(msgs))
+    inputs, sync, sets = wired(0.01)
     deliver(inputs, stream(camera_stamps, 15))
     counters = sync.counters()
     assert sets == [] and counters["sets_out"] == 0 and counters["messages_in"] == 90
@@ -97,10 +98,7 @@ def test_the_message_filters_doc_slop_never_matches_nuscenes(camera_stamps: list
 
 
 def test_counts_an_incomplete_set_when_one_camera_is_missing(camera_stamps: list[int]) -> None:
-    inputs = [FallbackSimpleFilter() for _ in CAMERA_NAMES]
-    sync = CameraSetSync(inputs, queue_size=10, slop=0.06)
-    sets: list[tuple[Image, ...]] = []
-    sync.registerCallback(lambda *msgs: sets.append(msgs))
+    inputs, sync, sets = wired(0.06)
     deliver(inputs, stream(camera_stamps, 5, skip={(2, CAMERA_NAMES.index("CAM_BACK"))}))
     assert periods_of(sets, camera_stamps) == [0, 1, 3, 4]
     assert sync.counters() == {"messages_in": 29, "sets_out": 4, "messages_dropped": 5, "incomplete_sets": 1,
@@ -108,10 +106,7 @@ def test_counts_an_incomplete_set_when_one_camera_is_missing(camera_stamps: list
 
 
 def test_stale_message_is_dropped_without_counting_a_missed_set(camera_stamps: list[int]) -> None:
-    inputs = [FallbackSimpleFilter() for _ in CAMERA_NAMES]
-    sync = CameraSetSync(inputs, queue_size=10, slop=0.06)
-    sets: list[tuple[Image, ...]] = []
-    sync.registerCallback(lambda *msgs: sets.append(msgs))
+    inputs, sync, sets = wired(0.06)
     deliver(inputs, stream(camera_stamps, 2))
     deliver(inputs, [(0, 0, camera_stamps[0] + PERIOD_NS)])  # a duplicate of period 1, after its set went out
     assert len(sets) == 2
@@ -120,10 +115,7 @@ def test_stale_message_is_dropped_without_counting_a_missed_set(camera_stamps: l
 
 
 def test_time_jumping_backwards_resets_and_sets_resume(camera_stamps: list[int]) -> None:
-    inputs = [FallbackSimpleFilter() for _ in CAMERA_NAMES]
-    sync = CameraSetSync(inputs, queue_size=10, slop=0.06)
-    sets: list[tuple[Image, ...]] = []
-    sync.registerCallback(lambda *msgs: sets.append(msgs))
+    inputs, sync, sets = wired(0.06)
     items = stream(camera_stamps, 40)  # 3.3 s of data
     deliver(inputs, items[:-3])  # the last period is left incomplete (3 images queued) ...
     deliver(inputs, items[:12])  # ... when the bag loops back to its start

@@ -222,3 +222,29 @@ def test_listener_node_receives_tf_and_latched_tf_static_from_another_process(
     assert listener.rejected >= 1  # the NaN transform, counted, not stored
     with pytest.raises(LookupException):
         buffer.lookup_transform("map", "broken", when)
+
+
+FAKE_TF2_ROS = '''
+class TransformException(Exception): pass
+class LookupException(TransformException): pass
+class ConnectivityException(TransformException): pass
+class ExtrapolationException(TransformException): pass
+class InvalidArgumentException(TransformException): pass
+class Buffer: pass
+class TransformListener: pass
+'''
+
+
+@pytest.mark.parametrize(("force_fallback", "expected"), [("0", "tf2_ros"), ("1", "gsdocc fallback")])
+def test_genuine_tf2_ros_is_preferred_unless_the_fallback_is_forced(
+        tmp_path: Path, subprocess_env: dict[str, str], python: str, force_fallback: str, expected: str) -> None:
+    (tmp_path / "tf2_ros.py").write_text(FAKE_TF2_ROS)  # stands in for an installed ROS 2 tf2_ros
+    env = {**subprocess_env, "PYTHONPATH": f"{tmp_path}:{subprocess_env['PYTHONPATH']}",
+           "GSDOCC_COMPAT_FALLBACK": force_fallback}
+    probe = ("from gsdocc_ros.ros import compat; import tf2_ros; "
+             "print(compat.BACKENDS['tf'], compat.Buffer is tf2_ros.Buffer, "
+             "compat.LookupException is tf2_ros.LookupException, sep='|')")
+    out = subprocess.run([python, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    genuine = str(expected == "tf2_ros")
+    assert out.stdout.strip().split("|") == [expected, genuine, genuine]
