@@ -4,8 +4,8 @@ Where the time goes: an rclpy message holding 40k ``geometry_msgs/Point`` object
 in Python and another 0.1 s for rclpy to serialise on publish (both walk the points one Python object at a
 time). ``build_markers_cdr`` avoids both: it serialises a small template MarkerArray (one placeholder point
 per class) with rclpy, then splices each class's points in as one numpy block of float64 triples. The node
-publishes those bytes directly (``publisher.publish(data)``); ``build_markers`` deserialises them for
-callers that want the message object. ``build_markers_reference`` is the slow per-voxel twin for tests and
+publishes those bytes directly (``publisher.publish(data)``); ``build_markers`` builds the same message as
+objects for callers that need them. ``build_markers_reference`` is the slow per-voxel twin for tests and
 benchmarks/bm_markers.py.
 
 Drawn voxels: every voxel whose label is not free, not in ``hidden_classes`` and, with
@@ -22,7 +22,7 @@ from collections.abc import Collection
 import numpy as np
 from builtin_interfaces.msg import Duration as DurationMsg
 from geometry_msgs.msg import Point
-from rclpy.serialization import deserialize_message, serialize_message
+from rclpy.serialization import serialize_message
 from visualization_msgs.msg import Marker, MarkerArray
 
 from gsdocc_ros.pipeline.grid import CLASS_NAMES, FREE_INDEX, OCC3D_COLORS, OccupancyGrid
@@ -87,6 +87,17 @@ def _selected(grid: OccupancyGrid, hidden_classes: Collection[str], camera_visib
     return grid.labels.reshape(-1)[flat], centres
 
 
+def _class_blocks(grid: OccupancyGrid, hidden_classes: Collection[str], camera_visible_only: bool,
+                  max_voxels: int | None) -> tuple[list[int], list[np.ndarray]]:
+    """(present classes ascending, float32 (Mk, 3) centres of each in C order) after checking the options."""
+    _check_options(grid, hidden_classes, camera_visible_only, max_voxels)
+    labels, centres = _selected(grid, hidden_classes, camera_visible_only, max_voxels)
+    order = np.argsort(labels, kind="stable")  # group by class, C order inside each class
+    classes, starts = np.unique(labels[order], return_index=True)
+    blocks = np.split(centres[order], starts[1:]) if len(classes) else []
+    return classes.tolist(), blocks
+
+
 def build_markers_cdr(grid: OccupancyGrid, frame_id: str, lifetime_s: float, *,
                       hidden_classes: Collection[str] = (), camera_visible_only: bool = False,
                       max_voxels: int | None = None) -> bytes:
@@ -94,12 +105,8 @@ def build_markers_cdr(grid: OccupancyGrid, frame_id: str, lifetime_s: float, *,
 
     ``lifetime_s`` should be at least the output period so that markers do not flicker between grids.
     """
-    _check_options(grid, hidden_classes, camera_visible_only, max_voxels)
-    labels, centres = _selected(grid, hidden_classes, camera_visible_only, max_voxels)
-    order = np.argsort(labels, kind="stable")  # group by class, C order inside each class
-    classes, starts = np.unique(labels[order], return_index=True)
-    blocks = np.split(centres[order], starts[1:]) if len(classes) else []
-    template = _header_markers(grid, frame_id, lifetime_s, classes.tolist())
+    classes, blocks = _class_blocks(grid, hidden_classes, camera_visible_only, max_voxels)
+    template = _header_markers(grid, frame_id, lifetime_s, classes)
     for marker in template.markers[1:]:
         marker.points = [Point(x=_PLACEHOLDER[0], y=_PLACEHOLDER[1], z=_PLACEHOLDER[2])]
     return _splice_points(serialize_message(template), blocks)
@@ -133,10 +140,13 @@ def _splice_points(blob: bytes, blocks: list[np.ndarray]) -> bytes:
 
 def build_markers(grid: OccupancyGrid, frame_id: str, lifetime_s: float, *, hidden_classes: Collection[str] = (),
                   camera_visible_only: bool = False, max_voxels: int | None = None) -> MarkerArray:
-    """The MarkerArray message of build_markers_cdr (deserialised; prefer publishing the bytes)."""
-    data = build_markers_cdr(grid, frame_id, lifetime_s, hidden_classes=hidden_classes,
-                             camera_visible_only=camera_visible_only, max_voxels=max_voxels)
-    return deserialize_message(data, MarkerArray)
+    """The message of build_markers_cdr as rclpy objects, for callers that need them (Point objects from the
+    numpy selection: faster than deserialising the bytes, which also makes one Python Point per voxel)."""
+    classes, blocks = _class_blocks(grid, hidden_classes, camera_visible_only, max_voxels)
+    result = _header_markers(grid, frame_id, lifetime_s, classes)
+    for marker, block in zip(result.markers[1:], blocks):
+        marker.points = [Point(x=x, y=y, z=z) for x, y, z in block.tolist()]  # float32 -> exact Python floats
+    return result
 
 
 def build_markers_reference(grid: OccupancyGrid, frame_id: str, lifetime_s: float, *,

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy is installed by scripts/setup.sh")
+from rclpy.serialization import deserialize_message  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
 from gsdocc_ros.pipeline.grid import CLASS_NAMES, FREE_INDEX, OCC3D_COLORS, GridGeometry, OccupancyGrid  # noqa: E402
@@ -80,7 +81,9 @@ def test_max_voxels_keeps_the_nearest_to_the_ego(grid: OccupancyGrid) -> None:
 
 
 def test_reference_twin_gives_the_same_message(grid: OccupancyGrid, gt: dict[str, np.ndarray]) -> None:
-    assert build_markers(grid, "base_link", 1.0) == build_markers_reference(grid, "base_link", 1.0)
+    reference = build_markers_reference(grid, "base_link", 1.0)
+    assert build_markers(grid, "base_link", 1.0) == reference
+    assert deserialize_message(build_markers_cdr(grid, "base_link", 1.0), MarkerArray) == reference
     # options on a 48x40 crop in front of the ego (keeps the per-voxel twin fast), non-default geometry
     crop = (slice(100, 148), slice(80, 120), slice(None))
     small = OccupancyGrid(labels=gt["semantics"][crop], stamp_ns=STAMP_NS, camera_mask=gt["mask_camera"][crop] > 0,
@@ -88,7 +91,9 @@ def test_reference_twin_gives_the_same_message(grid: OccupancyGrid, gt: dict[str
     for options in ({"hidden_classes": ("manmade",)}, {"camera_visible_only": True}, {"max_voxels": 700},
                     {"max_voxels": 300, "camera_visible_only": True, "hidden_classes": ("car", "vegetation")}):
         fast = build_markers(small, "ego", 0.25, **options)
-        assert fast == build_markers_reference(small, "ego", 0.25, **options), options
+        reference = build_markers_reference(small, "ego", 0.25, **options)
+        assert fast == reference, options
+        assert deserialize_message(build_markers_cdr(small, "ego", 0.25, **options), MarkerArray) == reference
         assert len(fast.markers) > 2, options
 
 
