@@ -115,7 +115,7 @@ def reduce_outcome(outcome: EvalOutcome, all_scenes: Sequence[SceneTokens], devi
 
     if not (dist.is_available() and dist.is_initialized()):
         return outcome
-    matrix = torch.from_numpy(outcome.confusion.matrix).to(device)  # int64 [18,18]
+    matrix = torch.tensor(outcome.confusion.matrix, device=device)  # int64 [18,18], a copy
     dist.all_reduce(matrix, op=dist.ReduceOp.SUM)
     parts: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(parts, (outcome.scored, outcome.missing, outcome.no_gt))
