@@ -27,10 +27,12 @@ from gsdocc_ros.pipeline.frames import CameraFrame
 from gsdocc_ros.pipeline.geometry import ego_motion, invert_transform
 from gsdocc_ros.pipeline.grid import OCC3D_GEOMETRY, GridGeometry, OccupancyGrid
 from gsdocc_ros.pipeline.preprocess import image_transform, preprocess_images
+from gsdocc_ros.pipeline.torch_preprocess import TorchPreprocessor
 
 LOGGER = logging.getLogger(__name__)
 
 CADENCES = ("keyframe", "every_frame")
+PREPROCESSORS = ("auto", "pillow", "torch")
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -56,12 +58,17 @@ class RunnerConfig:
     """Return the per-voxel probability of the chosen class."""
     camera_mask: bool = False
     """Return the camera-visibility mask of the output voxels."""
+    preprocess: str = "auto"
+    """pillow: the exact official preprocessing on the host; torch: the same on the model's device, within one or
+    two uint8 levels of Pillow (pipeline.torch_preprocess); auto: torch on CUDA, pillow on CPU."""
 
     def __post_init__(self) -> None:
         if self.cadence not in CADENCES:
             raise ValueError(f"cadence: expected one of {CADENCES}, got {self.cadence!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision: expected one of {tuple(PRECISIONS)}, got {self.precision!r}")
+        if self.preprocess not in PREPROCESSORS:
+            raise ValueError(f"preprocess: expected one of {PREPROCESSORS}, got {self.preprocess!r}")
         for name in ("history_step_s", "max_gap_s", "max_jump_m"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}: expected a positive number, got {getattr(self, name)!r}")
@@ -141,6 +148,9 @@ class OccupancyRunner:
         self.source = source
         self.cache = TemporalCache(self.model_config.history_frames, self.model_config.grid)
         self._bda = torch.eye(3, device=self.device)[None]  # [1,3,3] no BEV augmentation at test time
+        on_device = config.preprocess == "torch" or (config.preprocess == "auto" and self.device.type == "cuda")
+        self._preprocessor = (TorchPreprocessor(self.model_config.image.input_size, self.device)
+                              if on_device else None)
         self._last_stamp_ns: int | None = None
         self._push_stamp_ns: int | None = None
         self._push_target_ns: int | None = None
@@ -236,15 +246,19 @@ class OccupancyRunner:
 
     def prepare_inputs(self, frames: Sequence[CameraFrame]) -> ModelInputs:
         """Official preprocessing of the frames into a batch of one on the model's device."""
-        imgs, post_rots, post_trans = preprocess_images([f.image for f in frames],
-                                                        self.model_config.image.input_size)
+        images = [f.image for f in frames]
+        if self._preprocessor is None:
+            imgs, post_rots, post_trans = preprocess_images(images, self.model_config.image.input_size)
+        else:
+            imgs, post_rots, post_trans = self._preprocessor(images)  # imgs [N,3,H,W] already on the device
         cam_to_ego = np.stack([f.cam_to_ego for f in frames]).astype(np.float32)  # [N,4,4]
         intrins = np.stack([f.intrinsics for f in frames]).astype(np.float32)  # [N,3,3]
 
         def put(array: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(array))[None].to(self.device, non_blocking=True)
 
-        return ModelInputs(imgs=put(imgs), rots=put(cam_to_ego[:, :3, :3]), trans=put(cam_to_ego[:, :3, 3]),
+        device_imgs = imgs[None] if isinstance(imgs, torch.Tensor) else put(imgs)  # [1,N,3,H,W]
+        return ModelInputs(imgs=device_imgs, rots=put(cam_to_ego[:, :3, :3]), trans=put(cam_to_ego[:, :3, 3]),
                            intrins=put(intrins), post_rots=put(post_rots), post_trans=put(post_trans),
                            bda=self._bda)
 
