@@ -103,6 +103,11 @@ class Event:
     """Returns the rosbags message; called at write time so file contents are read one at a time."""
 
 
+def write_order(events: Sequence[Event]) -> list[Event]:
+    """``events`` in write order: bag time, then rank, then planning order."""
+    return sorted(events, key=lambda e: (e.stamp_ns, e.rank, e.seq))
+
+
 def _qos(durability: QosDurability, depth: int) -> Qos:
     """A reliable keep-last QoS profile as rosbags records it in the bag's metadata."""
     zero = QosTime(0, 0)
@@ -116,9 +121,13 @@ def _stamp_ns(timestamp_us: int) -> int:
 
 
 class MessageFactory:
-    """Builds the rosbags messages of the bag from nuScenes records (type store classes, exact values)."""
+    """Builds the rosbags messages of the bag from nuScenes records (type store classes, exact values).
 
-    def __init__(self, dataroot: Path) -> None:
+    ``dataroot`` resolves the records' file names; without it only the builders that take values and bytes
+    (header ... compressed_image, pinhole_info) are usable, as for the synthetic bag of `gsdocc demo`.
+    """
+
+    def __init__(self, dataroot: Path | None = None) -> None:
         self.dataroot = dataroot
         self.store = bag_typestore()
         self.types = self.store.types
@@ -158,25 +167,33 @@ class MessageFactory:
         except OSError as error:
             raise ToolError(f"cannot read {path}: {error.strerror}") from None
 
+    def compressed_image(self, stamp_ns: int, frame_id: str, data: bytes, fmt: str) -> Any:
+        """sensor_msgs/CompressedImage holding the encoded bytes ``data`` unchanged (``fmt``: jpeg, png)."""
+        return self.types[IMAGE_TYPE](header=self.header(stamp_ns, frame_id), format=fmt,
+                                      data=np.frombuffer(data, dtype=np.uint8))
+
     def image(self, record: dict, channel: str) -> Any:
         """sensor_msgs/CompressedImage holding the sample_data's file bytes unchanged."""
-        data = np.frombuffer(self.read(record["filename"]), dtype=np.uint8)
         fmt = "jpeg" if record["fileformat"].lower() in ("jpg", "jpeg") else record["fileformat"].lower()
-        return self.types[IMAGE_TYPE](header=self.header(_stamp_ns(record["timestamp"]), channel), format=fmt,
-                                      data=data)
+        return self.compressed_image(_stamp_ns(record["timestamp"]), channel, self.read(record["filename"]), fmt)
 
-    def camera_info(self, record: dict, channel: str, intrinsic: Sequence[Sequence[float]]) -> Any:
-        """sensor_msgs/CameraInfo of a rectified nuScenes image: K, R = I, P = [K | 0], zero plumb_bob D."""
+    def pinhole_info(self, stamp_ns: int, frame_id: str, intrinsic: Sequence[Sequence[float]], height: int,
+                     width: int) -> Any:
+        """sensor_msgs/CameraInfo of a rectified pinhole image: K, R = I, P = [K | 0], zero plumb_bob D."""
         k = np.asarray(intrinsic, dtype=np.float64)  # (3, 3)
         p = np.concatenate([k, np.zeros((3, 1))], axis=1)  # (3, 4)
         roi = self.types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0,
                                                                do_rectify=False)
         return self.types[INFO_TYPE](
-            header=self.header(_stamp_ns(record["timestamp"]), channel),
-            height=int(record["height"]), width=int(record["width"]), distortion_model="plumb_bob",
-            d=np.zeros(5), k=k.reshape(9), r=np.eye(3).reshape(9), p=p.reshape(12),
+            header=self.header(stamp_ns, frame_id), height=int(height), width=int(width),
+            distortion_model="plumb_bob", d=np.zeros(5), k=k.reshape(9), r=np.eye(3).reshape(9), p=p.reshape(12),
             binning_x=0, binning_y=0, roi=roi,
         )
+
+    def camera_info(self, record: dict, channel: str, intrinsic: Sequence[Sequence[float]]) -> Any:
+        """sensor_msgs/CameraInfo of a rectified nuScenes image (see pinhole_info)."""
+        return self.pinhole_info(_stamp_ns(record["timestamp"]), channel, intrinsic, record["height"],
+                                 record["width"])
 
     def point_cloud(self, record: dict) -> Any:
         """sensor_msgs/PointCloud2 of a LiDAR .pcd.bin (float32 x, y, z, intensity, ring per point), bytes unchanged."""
@@ -312,8 +329,8 @@ class BagPlan:
         self._add(stamp, Rank.DATA, image_topic(channel), lambda: f.image(record, channel))
 
     def ordered(self) -> list[Event]:
-        """The events in write order: bag time, then rank, then planning order."""
-        return sorted(self.events, key=lambda e: (e.stamp_ns, e.rank, e.seq))
+        """The events in write order (write_order)."""
+        return write_order(self.events)
 
     def check_files(self, dataroot: Path) -> None:
         """ToolError naming the first missing dataset file (and how many are missing), before any writing."""
