@@ -21,9 +21,9 @@ written in time order. Topics:
   /gsdocc/sample_token          std_msgs/msg/String         sample token of each keyframe (see below)
 
 Sample tokens: each keyframe's token is written on /gsdocc/sample_token with the keyframe's CAM_FRONT image
-stamp as bag time, just before that image. A keyframe's token is therefore recovered from any bag or live
-stream by the CAM_FRONT stamp: the recorder (`gsdocc record`) maps grids stamped with a CAM_FRONT stamp to the
-token last seen at that bag time. Keyframes only (2 Hz) by default; --all-sweeps adds every 12 Hz camera
+stamp as bag time, just before that image. A keyframe's token is therefore recovered from the bag by the
+CAM_FRONT stamp: `gsdocc record --bag BAG` names each grid (stamped with its CAM_FRONT stamp) by the token
+written at that bag time. Keyframes only (2 Hz) by default; --all-sweeps adds every 12 Hz camera
 sweep (and the 20 Hz LiDAR sweeps with --lidar). Offered QoS recorded in the bag: reliable and volatile, with
 /tf_static reliable and transient-local (latched), so a replay reaches reliable and best-effort subscribers.
 The bag is built under a hidden name beside BAG and renamed when complete; an existing BAG needs --force.
@@ -240,15 +240,20 @@ def select_scenes(nusc: Any, names: Sequence[str] | None) -> list[dict]:
     return [by_name[name] for name in dict.fromkeys(names)]
 
 
+def first_record(nusc: Any, scene: dict, channel: str) -> dict:
+    """The sample_data record of ``channel`` at the scene's first keyframe; ToolError when there is none."""
+    first = nusc.get("sample", scene["first_sample_token"])
+    if channel not in first["data"]:
+        raise ToolError(f"{scene['name']}: its first sample has no {channel} data")
+    return nusc.get("sample_data", first["data"][channel])
+
+
 def channel_records(nusc: Any, scene: dict, channel: str, all_sweeps: bool) -> list[dict]:
     """The scene's sample_data records of ``channel`` in time order: keyframes, or every sweep with ``all_sweeps``.
 
     Walks sample_data.next from the first keyframe while the records belong to this scene.
     """
-    first = nusc.get("sample", scene["first_sample_token"])
-    if channel not in first["data"]:
-        raise ToolError(f"{scene['name']}: its first sample has no {channel} data")
-    records, token = [], first["data"][channel]
+    records, token = [], first_record(nusc, scene, channel)["token"]
     while token:
         record = nusc.get("sample_data", token)
         if nusc.get("sample", record["sample_token"])["scene_token"] != scene["token"]:
@@ -288,12 +293,9 @@ class BagPlan:
 
     def _add_static(self, scene: dict, stamp_ns: int) -> None:
         """Plan /tf_static (base_link -> each sensor) unless the previous scene had the same calibration."""
-        first = self.nusc.get("sample", scene["first_sample_token"])
         calibs = []
         for channel in (*CAMERA_NAMES, LIDAR_CHANNEL):
-            if channel not in first["data"]:
-                raise ToolError(f"{scene['name']}: its first sample has no {channel} data")
-            record = self.nusc.get("sample_data", first["data"][channel])
+            record = first_record(self.nusc, scene, channel)
             cs = self.nusc.get("calibrated_sensor", record["calibrated_sensor_token"])
             calibs.append((channel, tuple(cs["translation"]), tuple(cs["rotation"])))
         static = tuple(calibs)

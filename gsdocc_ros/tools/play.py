@@ -2,7 +2,8 @@
 
   gsdocc play BAG [--rate R] [--start-offset S] [--loop] [--topics T ...] [--clock] [--clock-rate HZ] [--delay S]
 
-Each message is published as its recorded CDR bytes (no deserialisation), at its bag time scaled by --rate
+Each message is published as its recorded CDR bytes (no deserialisation; Fast DDS may zero-pad a payload to a
+multiple of 4 bytes on the wire, which decodes identically), at its bag time scaled by --rate
 (2 = twice as fast), starting --start-offset seconds into the bag. --loop starts over at the end until Ctrl-C.
 --clock publishes rosgraph_msgs/Clock on /clock at --clock-rate Hz (bag time as sim time, for nodes with
 use_sim_time); at each loop the clock jumps back to the start. --delay waits before the first message (time for
