@@ -1,0 +1,292 @@
+"""The GSD-OCC occupancy node: six cameras and tf in, semantic voxel grids and RViz markers out.
+
+Callbacks only collect: the synchroniser hands complete camera sets to a one-slot mailbox (the
+newest set wins, overwritten sets are counted), and a worker thread decodes, looks up tf at the
+image stamps, runs the ROS-free OccupancyRunner and publishes. Nothing here blocks the executor.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import rclpy
+from rclpy.duration import Duration
+from rclpy.exceptions import ParameterUninitializedException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rcl_interfaces.msg import ParameterDescriptor
+from diagnostic_msgs.msg import DiagnosticArray
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_srvs.srv import Trigger
+from visualization_msgs.msg import MarkerArray
+
+from gsdocc_ros.msg import SemanticVoxelGrid
+from gsdocc_ros.pipeline.frames import CameraFrame
+from gsdocc_ros.pipeline.runner import OccupancyRunner, StepResult, load_model
+from gsdocc_ros.model.config import ModelConfig
+from gsdocc_ros.ros import compat
+from gsdocc_ros.ros.conversions import (camera_info_to_intrinsics, grid_to_message, stamp_to_ns,
+                                        transform_to_matrix)
+from gsdocc_ros.ros.diagnostics import build_diagnostics
+from gsdocc_ros.ros.markers import build_markers_cdr
+from gsdocc_ros.ros.params import PARAMETERS, NodeParams, describe, validate
+
+
+class SetRejected(Exception):
+    """A camera set that cannot be used; the message says why, the key says which counter to raise."""
+
+    def __init__(self, counter: str, message: str) -> None:
+        super().__init__(message)
+        self.counter = counter
+
+
+@dataclass
+class _CameraSet:
+    """One synchronised set of image messages, in camera order, with its arrival time."""
+
+    images: Sequence[Image | CompressedImage]
+    received: float
+
+
+class OccupancyNode(Node):
+    """Runs GSD-OCC on synchronised surround cameras, with ego motion from tf at the image stamps."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__("gsdocc", **kwargs)
+        self.params: NodeParams = self._declare_parameters()
+        p = self.params
+        model_cfg = ModelConfig.for_input_size(p.input_height, p.input_width)
+        model, source = load_model(p.checkpoint or None, model_cfg, p.allow_random_weights, p.trust_pickle)
+        self.runner = OccupancyRunner(model, p.runner_config(), source=source)
+        if self.runner.device_warning:
+            self.get_logger().warning(self.runner.device_warning)
+        if not p.checkpoint:
+            self.get_logger().error("*** RUNNING ON RANDOM WEIGHTS: the occupancy output is meaningless "
+                                    "(allow_random_weights is set; give 'checkpoint' for real output) ***")
+        self.get_logger().info(f"model: {source} on {self.runner.device} ({p.precision}, cadence {p.cadence})")
+
+        self.counters: Counter[str] = Counter()
+        self.stage_ms: dict[str, float] = {}
+        self.latency_ms = float("nan")
+        self._camera_info: dict[str, CameraInfo] = {}
+        self._lock = threading.Condition()
+        self._pending: _CameraSet | None = None
+        self._stop = threading.Event()
+        self._last_stamp_ns: int | None = None
+        self._reported: dict[str, int] = {}
+
+        self.tf_buffer = compat.Buffer(cache_time=Duration(seconds=10.0))
+        self.tf_listener = compat.TransformListener(self.tf_buffer, self)
+        subscribers = []
+        for (camera, image_topic, info_topic), kind in zip(p.topics(), p.image_types):
+            msg_type = CompressedImage if kind == "compressed" else Image
+            subscribers.append(compat.Subscriber(self, msg_type, image_topic, qos_profile=qos_profile_sensor_data))
+            self.create_subscription(CameraInfo, info_topic, lambda msg, cam=camera: self._on_camera_info(cam, msg),
+                                     qos_profile_sensor_data)
+        self.sync = compat.CameraSetSync(subscribers, queue_size=p.sync_queue_size, slop=p.sync_slop_s)
+        self.sync.registerCallback(self._on_set)
+
+        reliable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+        self.grid_pub = self.create_publisher(SemanticVoxelGrid, "~/occupancy", reliable)
+        self.marker_pub = self.create_publisher(MarkerArray, "~/markers", reliable)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self.create_timer(p.diagnostics_period_s, self._publish_diagnostics)
+        self._worker = threading.Thread(target=self._work, name="gsdocc-inference", daemon=True)
+        self._worker.start()
+
+    # -- parameters ---------------------------------------------------------------------------------------
+    def _declare_parameters(self) -> NodeParams:
+        """Declare every parameter with its description, then validate them together."""
+        defaults = NodeParams()
+        values = {}
+        for name in PARAMETERS:
+            default = getattr(defaults, name)
+            descriptor = ParameterDescriptor(description=describe(name), read_only=True)
+            if isinstance(default, tuple) and not default:  # an empty default cannot carry its type: say it
+                self.declare_parameter(name, Parameter.Type.STRING_ARRAY, descriptor)
+                try:
+                    values[name] = tuple(self.get_parameter(name).value)
+                except ParameterUninitializedException:
+                    values[name] = default
+            elif isinstance(default, tuple):
+                values[name] = tuple(self.declare_parameter(name, list(default), descriptor).value)
+            else:
+                values[name] = self.declare_parameter(name, default, descriptor).value
+        return validate(values)
+
+    # -- callbacks: collect only ----------------------------------------------------------------------------
+    def _on_camera_info(self, camera: str, msg: CameraInfo) -> None:
+        self._camera_info[camera] = msg
+
+    def _on_set(self, *images: Image | CompressedImage) -> None:
+        """A complete set from the synchroniser: replace whatever the worker has not taken yet."""
+        with self._lock:
+            self.counters["sets_in"] += 1
+            if self._pending is not None:
+                self.counters["sets_dropped_busy"] += 1
+            self._pending = _CameraSet(images=images, received=time.monotonic())
+            self._lock.notify()
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self.runner.reset("reset service called")
+        response.success, response.message = True, "temporal cache will restart at the next camera set"
+        return response
+
+    # -- worker ---------------------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                self._lock.wait_for(lambda: self._pending is not None or self._stop.is_set(), timeout=0.5)
+                camera_set, self._pending = self._pending, None
+            if camera_set is None:
+                continue
+            try:
+                self._process(camera_set)
+            except SetRejected as rejected:
+                self.counters[rejected.counter] += 1
+                self.get_logger().warning(f"camera set skipped: {rejected}", throttle_duration_sec=5.0)
+            except Exception as error:  # the node must survive any one bad set; the reason is reported
+                self.counters["errors"] += 1
+                self.get_logger().error(f"camera set failed: {type(error).__name__}: {error}",
+                                        throttle_duration_sec=5.0)
+
+    def _process(self, camera_set: _CameraSet) -> None:
+        p = self.params
+        key = p.cameras.index(p.key_camera)
+        stamps = [stamp_to_ns(msg.header.stamp) for msg in camera_set.images]
+        key_stamp = stamps[key]
+        if self._last_stamp_ns is not None and key_stamp < self._last_stamp_ns:
+            self.counters["time_jumps_back"] += 1
+            self.get_logger().warning(f"camera stamps went back {(self._last_stamp_ns - key_stamp) / 1e9:.3f} s "
+                                      "(bag loop?): the temporal cache restarts")
+        self._last_stamp_ns = key_stamp
+        if not self.runner.wants(key_stamp):
+            self.counters["sets_skipped_cadence"] += 1
+            return
+        t0 = time.perf_counter()
+        ego2global = self._lookup(p.fixed_frame, p.ego_frame, key_stamp)
+        frames = [self._frame(camera, msg, stamp, key_stamp)
+                  for camera, msg, stamp in zip(p.cameras, camera_set.images, stamps)]
+        t1 = time.perf_counter()
+        result = self.runner.step(frames, ego2global, key_stamp)
+        if result is None:
+            self.counters["sets_skipped_cadence"] += 1
+            return
+        self._publish(result, camera_set, decode_ms=(t1 - t0) * 1e3)
+
+    def _frame(self, camera: str, msg: Image | CompressedImage, stamp: int, key_stamp: int) -> CameraFrame:
+        """Decode one image and attach its intrinsics and its camera -> key-ego extrinsics."""
+        try:
+            image = compat.decode_image(msg)
+        except compat.ImageDecodeError as error:
+            raise SetRejected("decode_errors", f"{camera}: {error}") from None
+        info = self._camera_info.get(camera)
+        if info is None:
+            raise SetRejected("camera_info_missing", f"{camera}: no CameraInfo received yet")
+        intrinsics = self._intrinsics(camera, info, image.shape[:2])
+        frame_id = msg.header.frame_id or camera
+        cam_to_ego = self._lookup(self.params.ego_frame, frame_id, stamp, target_stamp_ns=key_stamp)
+        return CameraFrame(name=camera, image=image, intrinsics=intrinsics, cam_to_ego=cam_to_ego, stamp_ns=stamp)
+
+    def _intrinsics(self, camera: str, info: CameraInfo, image_hw: tuple[int, int]) -> np.ndarray:
+        """K of the decoded image: CameraInfo's K, rescaled when the image was resized by a uniform factor."""
+        try:
+            k, info_hw = camera_info_to_intrinsics(info)
+        except ValueError as error:
+            raise SetRejected("camera_info_invalid", f"{camera}: {error}") from None
+        if tuple(image_hw) == info_hw:
+            return k
+        sy, sx = image_hw[0] / info_hw[0], image_hw[1] / info_hw[1]
+        if abs(sx - sy) > 0.01 * max(sx, sy):
+            raise SetRejected("image_size_mismatch", f"{camera}: image is {image_hw[1]}x{image_hw[0]} but its "
+                                                     f"CameraInfo says {info_hw[1]}x{info_hw[0]} (not a uniform "
+                                                     "resize, so the intrinsics cannot be adapted)")
+        self.counters["intrinsics_rescaled"] += 1
+        self.get_logger().warning(f"{camera}: image {image_hw[1]}x{image_hw[0]} differs from CameraInfo "
+                                  f"{info_hw[1]}x{info_hw[0]}; intrinsics rescaled by {sx:.4f}",
+                                  throttle_duration_sec=30.0)
+        return np.diag([sx, sy, 1.0]) @ k
+
+    def _lookup(self, target: str, source: str, stamp_ns: int, target_stamp_ns: int | None = None) -> np.ndarray:
+        """4x4 transform target <- source; with target_stamp_ns, source at stamp_ns through the fixed frame.
+
+        Waits up to tf_wait_s for tf to reach the stamps (tf often arrives after the images).
+        """
+        deadline = time.monotonic() + self.params.tf_wait_s
+        source_time = rclpy.time.Time(nanoseconds=stamp_ns)
+        while True:
+            try:
+                if target_stamp_ns is None:
+                    transform = self.tf_buffer.lookup_transform(target, source, source_time)
+                else:
+                    transform = self.tf_buffer.lookup_transform_full(
+                        target, rclpy.time.Time(nanoseconds=target_stamp_ns), source, source_time,
+                        self.params.fixed_frame)
+                return transform_to_matrix(transform)
+            except compat.TransformException as error:
+                if time.monotonic() >= deadline or self._stop.is_set():
+                    raise SetRejected("tf_failures", f"tf {target} <- {source} at {stamp_ns / 1e9:.3f} s: "
+                                                     f"{error}") from None
+                time.sleep(0.01)
+            except ValueError as error:  # NaN or otherwise invalid transform
+                raise SetRejected("tf_invalid", f"tf {target} <- {source}: {error}") from None
+
+    def _publish(self, result: StepResult, camera_set: _CameraSet, decode_ms: float) -> None:
+        p = self.params
+        if result.reset_reason:
+            self.counters["cache_resets"] += 1
+            self.get_logger().info(f"temporal cache reset: {result.reset_reason}")
+        t0 = time.perf_counter()
+        self.grid_pub.publish(grid_to_message(result.grid, p.ego_frame, self.runner.source))
+        t1 = time.perf_counter()
+        if self.marker_pub.get_subscription_count() > 0:
+            self.marker_pub.publish(build_markers_cdr(
+                result.grid, p.ego_frame, lifetime_s=p.marker_lifetime_s, hidden_classes=p.marker_hidden_classes,
+                camera_visible_only=p.marker_camera_visible_only, max_voxels=p.marker_max_voxels))
+        t2 = time.perf_counter()
+        self.counters["grids_out"] += 1
+        self.stage_ms = {"decode_and_tf": decode_ms, **result.timings_ms,
+                         "grid_message": (t1 - t0) * 1e3, "markers": (t2 - t1) * 1e3,
+                         "set_wait": (time.monotonic() - camera_set.received) * 1e3 - decode_ms
+                         - sum(result.timings_ms.values()) - (t2 - t0) * 1e3}
+        now_ns = self.get_clock().now().nanoseconds
+        self.latency_ms = (now_ns - result.grid.stamp_ns) / 1e6
+
+    def _publish_diagnostics(self) -> None:
+        counters = dict(self.counters)
+        counters.update({f"sync_{k}": v for k, v in self.sync.counters().items()})
+        self.diag_pub.publish(build_diagnostics(
+            self.get_clock().now().to_msg(), self.get_fully_qualified_name(), self.stage_ms, self.latency_ms,
+            counters, str(self.runner.device), previous=self._reported))
+        self._reported = counters
+
+    def destroy_node(self) -> None:
+        self._stop.set()
+        with self._lock:
+            self._lock.notify_all()
+        self._worker.join(timeout=30.0)
+        super().destroy_node()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the node until Ctrl-C; a bad parameter or checkpoint stops start-up with the reason."""
+    with rclpy.init(args=argv):
+        try:
+            node = OccupancyNode()
+        except (ValueError, FileNotFoundError, RuntimeError) as error:
+            rclpy.logging.get_logger("gsdocc").fatal(f"start-up failed: {error}")
+            return 1
+        try:
+            rclpy.spin(node)
+        except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+            pass
+        finally:
+            node.destroy_node()
+    return 0
