@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +50,9 @@ class RunnerConfig:
     history_step_s: float = 0.5
     """Seconds per history step; the model was trained on 2 Hz keyframes."""
     cadence_tolerance_s: float = 0.05
-    """A set is a history step when it is at most this much earlier than the next 0.5 s target."""
+    """Least slack of the history cadence: a set is a history step when it comes at most this much (or half the
+    observed set period, if larger, up to 0.45 steps) before 0.5 s after the last step. At 12 Hz this picks every
+    sixth set; on a 2 Hz keyframe replay, with its 0.4-0.6 s gaps, every set."""
     max_gap_s: float = 1.5
     """Reset the cache when this many seconds pass without a history step."""
     max_jump_m: float = 20.0
@@ -112,10 +115,11 @@ def resolve_device(name: str) -> tuple[torch.device, str | None]:
     return device, None
 
 
-def load_model(checkpoint: str | Path | None, cfg: ModelConfig, allow_random_weights: bool = False,
+def load_model(checkpoint: str | Path | None, cfg: ModelConfig | None = None, allow_random_weights: bool = False,
                trust_pickle: bool = False, seed: int = 0) -> tuple[GSDOCC, str]:
     """The network with weights from ``checkpoint``, or seeded random weights when explicitly allowed.
 
+    ``cfg`` None takes the config stored in an own-format checkpoint (else the official default).
     Returns the model (merged for inference) and a short description of its weights.
     """
     if checkpoint:
@@ -128,7 +132,7 @@ def load_model(checkpoint: str | Path | None, cfg: ModelConfig, allow_random_wei
                          "(the output is then meaningless)")
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = GSDOCC(cfg)
+        model = GSDOCC(cfg or ModelConfig())
     model.reparameterize()
     return model.eval(), f"GSD-OCC RANDOM WEIGHTS (seed {seed})"
 
@@ -149,11 +153,12 @@ class OccupancyRunner:
         self.cache = TemporalCache(self.model_config.history_frames, self.model_config.grid)
         self._bda = torch.eye(3, device=self.device)[None]  # [1,3,3] no BEV augmentation at test time
         on_device = config.preprocess == "torch" or (config.preprocess == "auto" and self.device.type == "cuda")
-        self._preprocessor = (TorchPreprocessor(self.model_config.image.input_size, self.device)
-                              if on_device else None)
+        # the on-device preprocessing, or None for the exact Pillow path on the host
+        self.preprocessor = TorchPreprocessor(self.model_config.image.input_size, self.device) if on_device else None
         self._last_stamp_ns: int | None = None
         self._push_stamp_ns: int | None = None
-        self._push_target_ns: int | None = None
+        self._set_intervals: deque[int] = deque(maxlen=9)  # recent gaps between set stamps (ns)
+        self._seen_stamp_ns: int | None = None
         self._push_pose: np.ndarray | None = None
         self._sequence_id: Hashable | None = None
         self._reset_request: str | None = "first frame"
@@ -166,15 +171,25 @@ class OccupancyRunner:
 
     def wants(self, stamp_ns: int) -> bool:
         """Whether a set stamped ``stamp_ns`` would be inferred (keyframe cadence skips the others)."""
-        if self.config.cadence == "every_frame" or self._push_target_ns is None:
+        self._observe(stamp_ns)
+        if self.config.cadence == "every_frame" or self._push_stamp_ns is None:
             return True
         return self._reset_reason(stamp_ns, None) is not None or self._on_cadence(stamp_ns)
 
+    def _observe(self, stamp_ns: int) -> None:
+        """Track the gaps between incoming set stamps (the camera rate decides the cadence's slack)."""
+        if self._seen_stamp_ns is not None and stamp_ns > self._seen_stamp_ns:
+            self._set_intervals.append(stamp_ns - self._seen_stamp_ns)
+        if stamp_ns != self._seen_stamp_ns:
+            self._seen_stamp_ns = stamp_ns
+
     def _on_cadence(self, stamp_ns: int) -> bool:
-        """True when ``stamp_ns`` has reached the next 0.5 s history target, within the tolerance."""
-        assert self._push_target_ns is not None
+        """True when ``stamp_ns`` is due as the next history step: one step after the last, less the slack."""
+        assert self._push_stamp_ns is not None
         step_ns = round(self.config.history_step_s * 1e9)
-        return stamp_ns >= self._push_target_ns + step_ns - round(self.config.cadence_tolerance_s * 1e9)
+        period_ns = float(np.median(self._set_intervals)) if self._set_intervals else 0.0
+        slack_ns = min(max(self.config.cadence_tolerance_s * 1e9, period_ns / 2), 0.45 * step_ns)
+        return stamp_ns >= self._push_stamp_ns + step_ns - slack_ns
 
     def _reset_reason(self, stamp_ns: int, sequence_id: Hashable | None) -> str | None:
         """Why the cache must restart before a set at ``stamp_ns``, or None."""
@@ -195,9 +210,11 @@ class OccupancyRunner:
         """Infer one camera set; None when the keyframe cadence skips it.
 
         frames: the cameras in model order (pipeline.frames.order_frames); ego2global: float64 (4, 4)
-        ego pose at ``stamp_ns`` (the key camera's stamp), used for the history warp.
+        ego pose used for the history warp: the node passes the pose at the key camera's stamp, the offline
+        evaluation the keyframe's LIDAR_TOP pose as the official code does (the two differ by ~15 ms of motion).
         """
         ego2global = np.asarray(ego2global, dtype=np.float64)
+        self._observe(stamp_ns)
         reason = self._reset_reason(stamp_ns, sequence_id)
         if reason is None:
             assert self._push_pose is not None
@@ -235,10 +252,6 @@ class OccupancyRunner:
         self._last_stamp_ns = stamp_ns
         self._sequence_id = sequence_id
         if commit:
-            step_ns = round(self.config.history_step_s * 1e9)
-            on_grid = (self._push_target_ns is not None and not start
-                       and abs(stamp_ns - (self._push_target_ns + step_ns)) < step_ns // 2)
-            self._push_target_ns = self._push_target_ns + step_ns if on_grid else stamp_ns
             self._push_stamp_ns, self._push_pose = stamp_ns, ego2global
         self._reset_request = None
         return StepResult(grid=grid, start_of_sequence=start, reset_reason=reason, committed=commit,
@@ -247,10 +260,10 @@ class OccupancyRunner:
     def prepare_inputs(self, frames: Sequence[CameraFrame]) -> ModelInputs:
         """Official preprocessing of the frames into a batch of one on the model's device."""
         images = [f.image for f in frames]
-        if self._preprocessor is None:
+        if self.preprocessor is None:
             imgs, post_rots, post_trans = preprocess_images(images, self.model_config.image.input_size)
         else:
-            imgs, post_rots, post_trans = self._preprocessor(images)  # imgs [N,3,H,W] already on the device
+            imgs, post_rots, post_trans = self.preprocessor(images)  # imgs [N,3,H,W] already on the device
         cam_to_ego = np.stack([f.cam_to_ego for f in frames]).astype(np.float32)  # [N,4,4]
         intrins = np.stack([f.intrinsics for f in frames]).astype(np.float32)  # [N,3,3]
 
