@@ -13,6 +13,8 @@ TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 BUILD="$ROOT/build"
 PIP_FLAGS=(--quiet --disable-pip-version-check)
 
+# pip, without the warnings this machine's pip configuration prints for every package.
+pip_install() { "$PY" -m pip install "${PIP_FLAGS[@]}" "$@" 2> >(grep -v "^WARNING: Location '" >&2); }
 log() { printf '[setup] %s\n' "$*"; }
 die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
 
@@ -52,7 +54,7 @@ find_python() {
 if [[ ! -x "$VENV/bin/python" ]]; then
   log "creating $VENV"
   "$(find_python)" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install "${PIP_FLAGS[@]}" --upgrade pip
+  PY="$VENV/bin/python" pip_install --upgrade pip
 fi
 PY="$VENV/bin/python"
 
@@ -60,7 +62,7 @@ PY="$VENV/bin/python"
 deps_hash="$(stage_hash "$ROOT/requirements.txt" "$ROOT/scripts/setup.sh")"
 if ! stage_done deps "$deps_hash"; then
   log "installing ROS 2 Kilted wheels, $TORCH_SPEC and requirements.txt"
-  "$PY" -m pip install "${PIP_FLAGS[@]}" "${ROS_WHEELS[@]}" "$TORCH_SPEC" -r "$ROOT/requirements.txt"
+  pip_install "${ROS_WHEELS[@]}" "$TORCH_SPEC" -r "$ROOT/requirements.txt"
   # The wheels' CMake exports name the Python and numpy include folders of the container
   # they were built in; point them at this interpreter's.
   py_include="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
@@ -103,8 +105,12 @@ pkg_hash="$(cd "$ROOT" && stage_hash CMakeLists.txt package.xml setup.py msg/* l
 if ! stage_done package "$pkg_hash"; then
   log "building gsdocc_ros (messages, package, node)"
   cmake_install "$ROOT" gsdocc_ros
-  # The `gsdocc` command and the package metadata, from setup.py.
-  "$PY" -m pip install "${PIP_FLAGS[@]}" --no-deps --no-build-isolation "$ROOT"
+  # The `gsdocc` command. setup.py declares it for pip installs without ROS, but a pip install of the
+  # package into this venv would uninstall the CMake-installed gsdocc_ros (its generated .msg module
+  # included), so the same entry point is written here directly.
+  printf '#!%s\n# The gsdocc command: entry point gsdocc_ros.tools.cli:main, as declared in setup.py.\nimport sys\nfrom gsdocc_ros.tools.cli import main\nsys.exit(main())\n' \
+    "$PY" >"$VENV/bin/gsdocc"
+  chmod +x "$VENV/bin/gsdocc"
   stage_mark package "$pkg_hash"
 fi
 
