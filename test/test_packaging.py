@@ -51,3 +51,13 @@ def test_gsdocc_command_lists_its_subcommands() -> None:
                          capture_output=True, text=True, cwd=REPO).stdout
     for verb in ("node", "checkpoint", "nuscenes-to-bag", "play", "record", "eval", "render", "bench", "demo"):
         assert verb in out, verb
+
+
+def test_launch_file_compiles_and_offers_the_user_arguments() -> None:
+    """launch_ros is not installable here: check the file parses and declares every argument users change."""
+    source = (REPO / "launch" / "gsdocc.launch.py").read_text()
+    compile(source, "gsdocc.launch.py", "exec")
+    for argument in ("config", "checkpoint", "device", "precision", "use_sim_time", "namespace", "rviz"):
+        assert f'DeclareLaunchArgument("{argument}"' in source, argument
+    assert 'executable="gsdocc_node"' in source and "gsdocc.rviz" in source
+    assert (REPO / "config" / "gsdocc.rviz").is_file()
