@@ -172,6 +172,8 @@ GROUND_PALETTE = np.array([(68, 68, 72), (232, 232, 226), (225, 185, 40), (172, 
 """Ground colours: asphalt, white marking, yellow centre line, paving, paving joint, grass, kerb face."""
 GROUND_GRAIN = np.array([14.0, 0.0, 0.0, 6.0, 0.0, 30.0, 0.0])
 """Amplitude of the texture noise per ground colour."""
+FACADE_COLOURS = ((205, 190, 165), (180, 110, 90), (200, 200, 195))
+"""Sandstone, brick and concrete."""
 GLASS = np.array([55.0, 75.0, 95.0])
 SKY_ZENITH = np.array([95.0, 145.0, 215.0])
 SKY_HORIZON = np.array([205.0, 218.0, 232.0])
@@ -216,8 +218,8 @@ class StreetScene:
                 length, depth, height = rng.uniform(9, 18), rng.uniform(7, 12), rng.uniform(6, 16)
                 front = lay.sidewalk_m + rng.uniform(2.0, 4.0)
                 x, y, heading = lay.place(s + length / 2, side * (front + depth / 2))
-                tone = rng.uniform(0.75, 1.0)
-                colour = tuple(int(c * tone) for c in [(205, 190, 165), (180, 110, 90), (200, 200, 195)][rng.integers(3)])
+                tone, paint = rng.uniform(0.75, 1.0), FACADE_COLOURS[rng.integers(len(FACADE_COLOURS))]
+                colour = tuple(int(c * tone) for c in paint)
                 boxes.append(Box((x, y, height / 2), (length, depth, height), heading, colour, manmade, True))
                 s += length + rng.uniform(2, 7)
             for s in np.arange(-70.0, 120.0, 24.0) + (0.0 if side > 0 else 12.0):  # street lights
@@ -350,8 +352,9 @@ class StreetScene:
             p_box = o_box + t_hit[:, None] * d_hit  # (m, 3) hit points in the box frame
             along = np.where(axis == 0, p_box[:, 1], p_box[:, 0])
             z = box.centre[2] + p_box[:, 2]
+            face_half = half[1 - np.minimum(axis, 1)]  # half extent of the face along its horizontal
             glass = (axis < 2) & (z > 1.2) & (np.mod(along, 3.0) > 0.9) & (np.mod(along, 3.0) < 2.1) \
-                & (np.mod(z, 3.2) > 1.0) & (np.mod(z, 3.2) < 2.4) & (np.abs(along) < half[1 - np.minimum(axis, 1)] - 0.8)
+                & (np.mod(z, 3.2) > 1.0) & (np.mod(z, 3.2) < 2.4) & (np.abs(along) < face_half - 0.8)
             base[glass] = GLASS
         depth_view, colour_view, normal_view = depth[rows, cols], colour[rows, cols], normal[rows, cols]
         depth_view[hit] = t_hit

@@ -155,7 +155,8 @@ def test_scene_points_land_on_their_colours(messages, keyframe: int) -> None:
         """Colour of street point (s, l, z) in the first camera of the set that sees it; s relative to a car."""
         for camera in CAMERA_NAMES:
             stamp = [t for topic, t, _ in messages if topic == f"/{camera}/image_rect_compressed"][keyframe]
-            s_world = s + (0.0 if car is None else scene.cars[car].s0 + scene.cars[car].speed * (stamp - START_NS) / 1e9)
+            t_s = (stamp - START_NS) / 1e9
+            s_world = s + (0.0 if car is None else scene.cars[car].s0 + scene.cars[car].speed * t_s)
             x, y, _ = scene.layout.place(s_world, l)
             rgb = _seen(messages, camera, stamp, np.array([x, y, z]))
             if rgb is not None:
