@@ -65,12 +65,10 @@ STOP_TIMEOUT_S = 20.0
 """How long the node may take to stop after SIGINT (it finishes the inference in progress) before SIGKILL."""
 OUT_ENTRIES = ("synthetic_bag", "truth", "grids", "pictures", "summary.json", "node.log")
 """Everything the demo writes in OUT; a previous run's entries are replaced."""
-RANDOM_WEIGHTS_BANNER = """\
-******************************************************************************************
-*** NO CHECKPOINT: the node runs on seeded RANDOM WEIGHTS. The whole pipeline is real,  ***
-*** but the occupancy it outputs is meaningless. For real output give a checkpoint:      ***
-***   make demo CHECKPOINT=/path/gsdocc.pth      (or: gsdocc demo --checkpoint PATH)     ***
-******************************************************************************************"""
+RANDOM_WEIGHTS_BANNER = "\n".join(["*" * 92] + [f"*** {line:<84} ***" for line in (
+    "NO CHECKPOINT: the node runs on seeded RANDOM WEIGHTS. The whole pipeline is real,",
+    "but the occupancy it outputs is meaningless. For real output give a checkpoint:",
+    "  make demo CHECKPOINT=/path/gsdocc.pth      (or: gsdocc demo --checkpoint PATH)")] + ["*" * 92])
 
 
 def default_rate(device: str) -> float:
@@ -457,6 +455,9 @@ def run(args: argparse.Namespace) -> int:
         raise ToolError(f"--rate must be positive, got {args.rate}")
     if args.keyframes < 1:
         raise ToolError(f"--keyframes must be at least 1, got {args.keyframes}")
+    if args.bag is not None and args.out.resolve() in args.bag.resolve().parents:
+        raise ToolError(f"--bag {args.bag} lies inside --out {args.out}, whose previous results the demo replaces; "
+                        "copy the bag elsewhere first")
     device = resolve_device(args.device)
     rate = args.rate or default_rate(device)
     prepare_out(args.out)

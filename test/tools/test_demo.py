@@ -139,6 +139,10 @@ def test_missing_inputs_are_one_line_errors(tmp_path: Path, capsys: pytest.Captu
     assert cli.main(["demo", "--rate", "0", "--out", str(tmp_path / "out")]) == 2
     assert "--rate must be positive" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # refused before anything was written
+    (tmp_path / "old" / "synthetic_bag").mkdir(parents=True)  # a previous demo's bag, about to be replaced
+    assert cli.main(["demo", "--bag", str(tmp_path / "old" / "synthetic_bag"), "--out", str(tmp_path / "old")]) == 2
+    assert "lies inside --out" in capsys.readouterr().err
+    assert (tmp_path / "old" / "synthetic_bag").is_dir()
 
 
 def test_refuses_an_out_folder_it_did_not_write(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
