@@ -45,5 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m gsdocc_ros.tools.cli`: use the imported module, whose ToolError the verbs raise
+    from gsdocc_ros.tools.cli import main as package_main
+
+    sys.exit(package_main())

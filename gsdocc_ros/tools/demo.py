@@ -61,7 +61,7 @@ SYNC_SLOP_NS = 60_000_000
 """Images within this of a key-camera stamp belong to its set (the node's default sync_slop_s)."""
 READY_TIMEOUT_S = 600.0
 """How long the node may take to start (import torch, build and merge the network) before the demo gives up."""
-STOP_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 10.0
 """How long the node may take to stop after SIGINT (it finishes the inference in progress) before SIGKILL."""
 OUT_ENTRIES = ("synthetic_bag", "truth", "grids", "pictures", "summary.json", "node.log")
 """Everything the demo writes in OUT; a previous run's entries are replaced."""
@@ -195,12 +195,14 @@ class Monitor:
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+        from rclpy.signals import SignalHandlerOptions
         from sensor_msgs.msg import CompressedImage
 
         from gsdocc_ros.msg import SemanticVoxelGrid
 
         self.context = rclpy.Context()
-        rclpy.init(context=self.context)
+        # No rclpy signal handlers: Ctrl-C stays a KeyboardInterrupt here, so the demo stops its node and player.
+        rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
         self.node = rclpy.create_node("gsdocc_demo", context=self.context)
         self.lock = threading.Lock()
         self.grids: list[ReceivedGrid] = []
