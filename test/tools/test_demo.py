@@ -145,6 +145,14 @@ def test_missing_inputs_are_one_line_errors(tmp_path: Path, capsys: pytest.Captu
     assert (tmp_path / "old" / "synthetic_bag").is_dir()
 
 
+def test_error_is_one_line_from_python_m(tmp_path: Path, python: str, subprocess_env: dict[str, str]) -> None:
+    """`python -m gsdocc_ros.tools.cli demo` (as the tests run it) reports a user error in one line, exit 2."""
+    done = subprocess.run(_demo(python, "--bag", str(tmp_path / "nope")), env=subprocess_env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"gsdocc demo: error: --bag {tmp_path / 'nope'} does not exist"
+
+
 def test_refuses_an_out_folder_it_did_not_write(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "thesis.tex").write_text("keep me")
     assert cli.main(["demo", "--out", str(tmp_path)]) == 2
