@@ -119,6 +119,5 @@ def logits_to_labels(logits: Tensor) -> tuple[Tensor, Tensor]:
     logits [B,18,Y,X,Z] -> (labels uint8 [B,X,Y,Z], max probability [B,X,Y,Z]); argmax after the softmax, as official.
     """
     probs = logits.softmax(dim=1)  # [B,18,Y,X,Z]
-    labels = probs.argmax(dim=1).to(torch.uint8)  # [B,Y,X,Z]
-    confidence = probs.amax(dim=1)  # [B,Y,X,Z]
-    return labels.transpose(1, 2).contiguous(), confidence.transpose(1, 2).contiguous()  # [B,X,Y,Z]
+    confidence, labels = probs.max(dim=1)  # [B,Y,X,Z] each; one pass, the first maximal class on ties like argmax
+    return labels.to(torch.uint8).transpose(1, 2).contiguous(), confidence.transpose(1, 2).contiguous()  # [B,X,Y,Z]

@@ -72,6 +72,19 @@ def test_logits_to_labels_swaps_y_and_x() -> None:
     assert prob[b, x, y, z] == pytest.approx(logits[b, :, y, x, z].softmax(0).max().item(), rel=1e-6)
 
 
+def test_logits_to_labels_is_argmax_after_softmax_with_ties_and_channels_last() -> None:
+    """Labels equal argmax of the softmax (first class on exact ties) for contiguous and channels-last logits."""
+    torch.manual_seed(0)
+    logits = torch.randn(1, 18, 6, 5, 4) * 3  # [B,C,Y,X,Z]
+    logits[0, 3, 1, 2] = logits[0, 9, 1, 2] = logits[0, :, 1, 2].max() + 1  # exact tie between classes 3 and 9
+    expected = logits.softmax(dim=1).argmax(dim=1).to(torch.uint8).transpose(1, 2)  # [B,X,Y,Z]
+    for layout in (logits, logits.contiguous(memory_format=torch.channels_last_3d)):
+        labels, prob = logits_to_labels(layout)
+        assert torch.equal(labels, expected)
+        assert torch.equal(prob, logits.softmax(dim=1).amax(dim=1).transpose(1, 2))
+    assert (labels[0, 2, 1] == 3).all()
+
+
 def test_full_forward_on_real_images(real_inputs, real_logits) -> None:
     assert real_inputs.imgs.shape == (1, 6, 3, 256, 704)
     assert real_logits.shape == (1, 18, 200, 200, 16)
