@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import rclpy
+import torch
 from rclpy.duration import Duration
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
@@ -152,6 +153,13 @@ class OccupancyNode(Node):
             except SetRejected as rejected:
                 self.counters[rejected.counter] += 1
                 self.get_logger().warning(f"camera set skipped: {rejected}", throttle_duration_sec=5.0)
+            except torch.OutOfMemoryError as error:  # one set too big for the device: free, restart history, go on
+                self.counters["out_of_memory"] += 1
+                self.runner.reset("out of memory in the previous set")  # the cache may hold half that set
+                if self.runner.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                self.get_logger().error(f"camera set failed: out of memory on {self.runner.device}: {error}",
+                                        throttle_duration_sec=5.0)
             except Exception as error:  # the node must survive any one bad set; the reason is reported
                 self.counters["errors"] += 1
                 self.get_logger().error(f"camera set failed: {type(error).__name__}: {error}",
