@@ -7,6 +7,7 @@ image stamps, runs the ROS-free OccupancyRunner and publishes. Nothing here bloc
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections import Counter
@@ -19,6 +20,7 @@ import torch
 from rclpy.duration import Duration
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rcl_interfaces.msg import ParameterDescriptor
@@ -276,16 +278,24 @@ class OccupancyNode(Node):
         self._reported = counters
 
     def destroy_node(self) -> None:
+        """Let the worker finish the set in hand (a network forward cannot be interrupted), then tear down."""
         self._stop.set()
         with self._lock:
             self._lock.notify_all()
-        self._worker.join(timeout=30.0)
+        self._worker.join()
         super().destroy_node()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the node until Ctrl-C; a bad parameter or checkpoint stops start-up with the reason."""
-    with rclpy.init(args=argv):
+    """Run the node until Ctrl-C or SIGTERM; a bad parameter or checkpoint stops start-up with the reason.
+
+    rclpy's own signal handler would shut the context down under the worker's feet (publishing from a
+    context that is gone); here Ctrl-C and SIGTERM stop the spin, the worker finishes, and only then
+    does the context close.
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM):  # also when started in the background with SIGINT ignored
+        signal.signal(signum, signal.default_int_handler)
+    with rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO):
         try:
             node = OccupancyNode()
         except (ValueError, FileNotFoundError, RuntimeError) as error:
@@ -294,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             rclpy.spin(node)
         except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-            pass
+            node.get_logger().info("stopping: finishing the camera set in hand")
         finally:
             node.destroy_node()
     return 0
