@@ -8,7 +8,10 @@ import sys
 
 # Subcommand modules, in the order `gsdocc --help` lists them. Each exposes
 # add_parser(subparsers) (registering its parser with func=run) and run(args) -> int.
-SUBCOMMANDS: tuple[str, ...] = ("node", "checkpoint_cmd", "eval_cmd", "bench", "record", "nuscenes_to_bag", "play", "render", "demo")
+SUBCOMMANDS: tuple[str, ...] = (
+    "node", "checkpoint_cmd", "eval_cmd", "bench", "record",
+    "nuscenes_to_bag", "play", "render", "demo",
+)
 
 
 class ToolError(Exception):
