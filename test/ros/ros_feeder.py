@@ -1,22 +1,29 @@
-"""Test helper: publishes a real nuScenes keyframe (images, CameraInfo, tf) the way a bag replay would."""
+"""Test helpers: publish a real nuScenes keyframe (images, CameraInfo, tf) the way a bag replay would, and run the
+node under test beside a tester node on one executor (NodeHarness)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import TransformStamped
-from rclpy.executors import Executor
+from rclpy.executors import Executor, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from tf2_msgs.msg import TFMessage
 
 from gsdocc_ros.pipeline.frames import CAMERA_NAMES, load_sample_frames
-from gsdocc_ros.ros.conversions import matrix_to_transform, ns_to_stamp
+from gsdocc_ros.ros.conversions import matrix_to_transform, ns_to_stamp, stamp_to_ns
 
 LATCHED = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
@@ -104,3 +111,95 @@ def wait_for_subscribers(executor: Executor, publishers: Sequence[rclpy.publishe
     """Block until every publisher sees a subscriber (discovery done)."""
     assert spin_until(executor, lambda: all(p.get_subscription_count() > 0 for p in publishers), timeout_s), \
         "the node's subscriptions were not discovered"
+
+
+class NodeHarness:
+    """An OccupancyNode with ``parameters`` beside a tester node (a SampleFeeder, grid and /diagnostics listeners)
+    on one executor, and the shared stamp timeline: offsets from the sample's stamps, advanced in 0.5 s steps."""
+
+    STEP_NS = 500_000_000
+    """One keyframe step: consecutive sets on the timeline are inferred (keyframe cadence)."""
+
+    def __init__(self, scene_dir: Path, parameters: dict[str, Any], wait_s: float = 300.0) -> None:
+        from gsdocc_ros.msg import SemanticVoxelGrid
+        from gsdocc_ros.ros.node import OccupancyNode
+
+        self.wait_s = wait_s
+        self.node = OccupancyNode(parameter_overrides=[Parameter(k, value=v) for k, v in parameters.items()])
+        self.tester = rclpy.create_node("tester")
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.tester)
+        self.feed = SampleFeeder(self.tester, scene_dir)
+        self.grids: list[SemanticVoxelGrid] = []
+        self.diagnostics: list[DiagnosticArray] = []
+        self.tester.create_subscription(SemanticVoxelGrid, "/gsdocc/occupancy", self.grids.append, 10)
+        self.tester.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 100)
+        self.offset_ns = 0
+        wait_for_subscribers(self.executor, list(self.feed.image_pubs.values()) + [self.feed.tf_pub])
+        self.feed.publish_static()
+
+    def next_offset(self, steps: int = 1) -> int:
+        """Advance the timeline by ``steps`` keyframe steps; returns the new offset."""
+        self.offset_ns += steps * self.STEP_NS
+        return self.offset_ns
+
+    def spin_until(self, condition: Callable[[], bool], timeout_s: float | None = None) -> bool:
+        """spin_until on this harness's executor (default timeout: one inference's worth, ``wait_s``)."""
+        return spin_until(self.executor, condition, self.wait_s if timeout_s is None else timeout_s)
+
+    def wait_grid(self, stamp_ns: int, before: int) -> SemanticVoxelGrid:
+        """The first grid after the ``before``-th; it must carry ``stamp_ns``."""
+        assert self.spin_until(lambda: len(self.grids) > before), \
+            f"no grid for the set at {stamp_ns}; counters {dict(self.node.counters)}"
+        grid = self.grids[before]
+        assert stamp_to_ns(grid.header.stamp) == stamp_ns, "the grid is not of the newest set"
+        return grid
+
+    def publish_and_wait_grid(self, **kwargs: Any) -> SemanticVoxelGrid:
+        """Publish one set (SampleFeeder.publish_set keywords) on the next step and wait for its grid."""
+        before = len(self.grids)
+        return self.wait_grid(self.feed.publish_set(self.next_offset(), **kwargs), before)
+
+    def diagnostic_statuses(self, start: int = 0) -> list[DiagnosticStatus]:
+        """The node's statuses among the /diagnostics messages received from the ``start``-th on."""
+        name = self.node.get_fully_qualified_name()
+        return [status for array in self.diagnostics[start:] for status in array.status if status.name == name]
+
+    def wait_diagnostics(self, condition: Callable[[dict[str, str]], bool], start: int = 0) -> DiagnosticStatus:
+        """The first status (from the ``start``-th message on) whose values satisfy ``condition``."""
+        def found() -> DiagnosticStatus | None:
+            statuses = self.diagnostic_statuses(start)
+            return next((s for s in statuses if condition({kv.key: kv.value for kv in s.values})), None)
+
+        assert self.spin_until(lambda: found() is not None, 30.0), \
+            f"no /diagnostics report as expected; counters {dict(self.node.counters)}"
+        status = found()
+        assert status is not None
+        return status
+
+    def close(self) -> None:
+        self.node.destroy_node()
+        self.tester.destroy_node()
+
+
+@contextlib.contextmanager
+def node_session(scene_dir: Path, parameters: dict[str, Any]) -> Iterator[NodeHarness]:
+    """rclpy on a fresh random ROS_DOMAIN_ID (shared memory only) around one NodeHarness; restores the domain."""
+    previous = {name: os.environ.get(name) for name in ("ROS_DOMAIN_ID", "FASTDDS_BUILTIN_TRANSPORTS")}
+    os.environ["ROS_DOMAIN_ID"] = str(random.randint(1, 200))
+    os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = "SHM"
+    rclpy.init()
+    harness = None
+    try:
+        harness = NodeHarness(scene_dir, parameters)
+        yield harness
+    finally:
+        if harness is not None:
+            harness.close()
+        rclpy.shutdown()
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
