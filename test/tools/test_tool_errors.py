@@ -1,0 +1,38 @@
+"""Tool errors the per-tool tests leave out: each is one line on stderr, exit code 2, and no output left behind.
+
+Covered elsewhere: missing or truncated bags (test_play), missing dataroot / wrong version / missing files
+(test_nuscenes_to_bag), missing prediction and ground-truth folders (test_eval), refused overwrites (each tool),
+malformed grid files (test/ros/test_bad_input.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gsdocc_ros.tools import cli
+
+from test_nuscenes_to_bag import VERSION, dataset  # noqa: F401 - the fixture: a small real v1.0-mini dataroot
+
+
+@pytest.mark.parametrize("table", ["scene", "sample_data", "calibrated_sensor"])
+def test_nuscenes_to_bag_refuses_a_truncated_table(dataset: Path, tmp_path: Path,  # noqa: F811
+                                                     capsys: pytest.CaptureFixture[str], table: str) -> None:
+    path = dataset / VERSION / f"{table}.json"
+    text = path.read_bytes()
+    path.write_bytes(text[: len(text) // 2])
+    out = tmp_path / "out"
+    out.mkdir()
+    code = cli.main(["nuscenes-to-bag", "--dataroot", str(dataset), "--version", VERSION, "--out", str(out / "bag")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"gsdocc nuscenes-to-bag: error: cannot load nuScenes {VERSION} from {dataset}")
+    assert list(out.iterdir()) == []  # no bag, no staging folder
+
+
+def test_render_refuses_a_missing_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "grid.png"
+    assert cli.main(["render", str(tmp_path / "labels.npz"), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == f"gsdocc render: error: no such grid file: {tmp_path / 'labels.npz'}"
+    assert list(tmp_path.iterdir()) == []
