@@ -57,6 +57,24 @@ def test_every_parameter_has_a_description() -> None:
     ("checkpoint", "/nonexistent/gsdocc.pth", "no such file"),
     ("fixed_frame", "/map", "leading '/'"),
     ("key_camera", "CAM_TOP", "one of 'cameras'"),
+    ("device", "cuda:one", "cpu, cuda or cuda:N"),
+    ("sync_queue_size", 0, "integer >= 1"),
+    ("marker_max_voxels", -5, "integer >= 1"),
+    ("tf_wait_s", float("inf"), "positive finite"),
+    ("history_step_s", 0.0, "positive finite"),
+    ("diagnostics_period_s", -1.0, "positive finite"),
+    ("cadence_tolerance_s", 0.25, "below half of history_step_s"),
+    ("input_height", 0, "multiple of 32"),
+    ("ego_frame", "", "non-empty"),
+    ("image_topic_format", "/camera/image", "must contain {camera}"),
+    ("checkpoint", "/dev/zero", "no such file"),  # a device, never read
+    ("checkpoint", str(REPO), "no such file"),  # a folder
+    *[pytest.param(name, value, "only the {camera} placeholder", marks=pytest.mark.xfail(
+        strict=True, reason="params.validate formats topic patterns with str.format: other fields raise "
+                            "IndexError/KeyError, attribute and conversion fields are evaluated (fix sent to the lead)"))
+      for name, value in (("image_topic_format", "/{0}/image"), ("image_topic_format", "/{cam}/image"),
+                          ("image_topic_format", "/{camera}/{camera.__class__.__name__}"),
+                          ("camera_info_topic_format", "/{camera!r}/info"))],
 ])
 def test_bad_values_are_refused_naming_the_parameter(name: str, value, fragment: str) -> None:
     with pytest.raises(ValueError) as error:
