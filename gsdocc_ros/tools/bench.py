@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from gsdocc_ros.model.config import ModelConfig
 from gsdocc_ros.model.reparam_conv3d import UniRepLKNetBlock
-from gsdocc_ros.pipeline.acceleration import to_channels_last
+from gsdocc_ros.pipeline.acceleration import compile_static_stages, to_channels_last
 from gsdocc_ros.pipeline.frames import load_sample_frames
 from gsdocc_ros.pipeline.grid import FREE_INDEX, OccupancyGrid
 from gsdocc_ros.pipeline.preprocess import IMAGE_STD_RGB, preprocess_images
@@ -414,6 +414,8 @@ class Measurements:
     flops: dict[str, Any]
     matmul: dict[str, Any]
     """The best of the matrix-product rates measured just before and just after the timed runs."""
+    warmup_runs: list[float]
+    """Milliseconds of the whole step per warm-up run (with --compile, the first one compiles)."""
 
 
 def measure_steps(setup: BenchSetup, clock: StageClock, args: argparse.Namespace) -> Measurements:
@@ -421,12 +423,16 @@ def measure_steps(setup: BenchSetup, clock: StageClock, args: argparse.Namespace
     device = setup.runner.device
     stage_runs: dict[str, list[float]] = {stage: [] for stage in STAGES}
     memory: dict[str, Any] = {}
-    with torch.inference_mode(), instrumented(setup.runner, clock):
+    with torch.inference_mode():
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        flops = count_flops(setup, clock, args.decoder)
-        for _ in tqdm(range(args.warmup), desc="warm-up", leave=False, disable=args.quiet):
-            run_step(setup, clock, args.decoder)
+        with instrumented(setup.runner, clock):
+            flops = count_flops(setup, clock, args.decoder)  # eager, so that every aten op is counted
+        if args.compile is not None:
+            compile_static_stages(setup.runner.model, mode=None if args.compile == "default" else args.compile)
+    with torch.inference_mode(), instrumented(setup.runner, clock):
+        warmup_runs = [run_step(setup, clock, args.decoder)
+                       for _ in tqdm(range(args.warmup), desc="warm-up", leave=False, disable=args.quiet)]
         memory["rss_before_mb"] = rss_mb()
         if device.type == "cuda":
             memory["peak_allocated_all_steps_mb"] = torch.cuda.max_memory_allocated(device) / 1e6
@@ -453,7 +459,8 @@ def measure_steps(setup: BenchSetup, clock: StageClock, args: argparse.Namespace
             clock.sync = False  # the whole step again, without a synchronisation at every stage boundary
             step_runs = [run_step(setup, clock, args.decoder) for _ in range(args.runs)]
             clock.sync = True
-    return Measurements(stage_runs=stage_runs, step_runs=step_runs, memory=memory, flops=flops, matmul=matmul)
+    return Measurements(stage_runs=stage_runs, step_runs=step_runs, memory=memory, flops=flops, matmul=matmul,
+                        warmup_runs=warmup_runs)
 
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -482,10 +489,11 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                    "scene": args.scene.name, "jpeg_decoder": args.decoder, "output_labels": setup.labels_source,
                    "drawn_voxels": int(np.count_nonzero(setup.output_labels != FREE_INDEX)),
                    "preprocess": "pillow" if runner.preprocessor is None else "torch",
-                   "channels_last": not args.no_channels_last,
+                   "channels_last": not args.no_channels_last, "compile": args.compile,
                    "cudnn_benchmark": device.type == "cuda" and torch.backends.cudnn.benchmark,
                    "whole_step_timing": ("separate runs without per-stage synchronisation" if device.type == "cuda"
                                          else "the staged runs (nothing to synchronise on CPU)")},
+        "warmup_step_ms": measured.warmup_runs,
         "stages_ms": stages,
         "network_ms": network,
         "step_ms": step,
@@ -577,6 +585,7 @@ def command_line(args: argparse.Namespace) -> str:
     words += [f"--{name.replace('_', '-')} {getattr(args, name)}" for name in ("threads", "checkpoint")
               if getattr(args, name) is not None]
     words += [f"--preprocess {args.preprocess}"] * (args.preprocess != "auto")
+    words += [f"--compile {args.compile}"] * (args.compile is not None)
     words += ["--no-channels-last"] * args.no_channels_last + ["--no-ab"] * args.no_ab
     words += ["--labels predicted"] * (args.labels is None)
     return " ".join(words)
@@ -639,6 +648,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="preprocessing path of the runner (default auto: torch on CUDA, exact Pillow on CPU)")
     parser.add_argument("--no-channels-last", action="store_true",
                         help="keep the conv weights contiguous (the runner's default is channels-last)")
+    parser.add_argument("--compile", choices=("default", "reduce-overhead", "max-autotune"), default=None,
+                        help="torch.compile the static-shape stages with this mode after the FLOP count "
+                             "(reduce-overhead: CUDA graphs); the first warm-up step compiles")
     parser.add_argument("--threads", type=_positive, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
@@ -650,6 +662,8 @@ def run(args: argparse.Namespace) -> int:
         raise ToolError("--device cuda: CUDA is not available in this torch build or on this machine")
     if args.precision == "fp16" and args.device != "cuda":
         raise ToolError("--precision fp16 needs --device cuda; use fp32 or bf16 on CPU")
+    if args.compile is not None and args.warmup < 1:
+        raise ToolError("--compile needs --warmup >= 1: the first compiled step compiles and must not be timed")
     if args.checkpoint is not None and not args.checkpoint.is_file():
         raise ToolError(f"--checkpoint: no such file: {args.checkpoint}")
     if not (args.scene / "calib.json").is_file():

@@ -5,12 +5,13 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import pytest
 import torch
 
 from gsdocc_ros.model.config import GridConfig, ImageConfig, ModelConfig, OccupancyConfig
 from gsdocc_ros.model.gsdocc import GSDOCC, logits_to_labels
 from gsdocc_ros.model.temporal import TemporalCache
-from gsdocc_ros.pipeline.acceleration import is_channels_last, to_channels_last
+from gsdocc_ros.pipeline.acceleration import compile_static_stages, is_channels_last, to_channels_last
 from gsdocc_ros.pipeline.frames import load_sample_frames
 from gsdocc_ros.pipeline.runner import OccupancyRunner, RunnerConfig
 
@@ -54,3 +55,23 @@ def test_runner_applies_it_by_default() -> None:
     """RunnerConfig.channels_last (default True) converts the runner's model; False leaves it contiguous."""
     assert is_channels_last(OccupancyRunner(GSDOCC(SMALL)).model)
     assert not is_channels_last(OccupancyRunner(GSDOCC(SMALL), RunnerConfig(channels_last=False)).model)
+
+
+def test_compiled_stage_traces_and_matches(shared_data: Path) -> None:
+    """A static stage goes through torch.compile's tracer (eager backend: no code generation, and only the BEV
+    encoder, to stay fast) and the network output is unchanged; other stages stay plain methods."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = GSDOCC(SMALL)
+    model.reparameterize()
+    frames = load_sample_frames(shared_data / "nuscenes_sample" / "scene-0003_fd842039").frames
+    inputs = OccupancyRunner(model, RunnerConfig()).prepare_inputs(frames)
+    compiled = compile_static_stages(copy.deepcopy(model), backend="eager", stages=("encode_bev",))
+    assert "encode_bev" in vars(compiled) and "head" not in vars(compiled)
+    motion = torch.eye(4, dtype=torch.float64)[None]
+    with torch.inference_mode():
+        expected = model(inputs, TemporalCache(15, SMALL.grid), motion, start_of_sequence=True)
+        logits = compiled(inputs, TemporalCache(15, SMALL.grid), motion, start_of_sequence=True)
+    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="lift"):
+        compile_static_stages(model, stages=("lift",))

@@ -56,6 +56,7 @@ def test_stage_times_and_rates(full: dict[str, Any]) -> None:
     assert rate["fraction"] == pytest.approx(rate["achieved_gflops"] / rate["matmul"]["gflops"])
     assert full["config"]["drawn_voxels"] == 39092  # the real Occ3D grid drives the message stages
     assert full["config"]["preprocess"] == "pillow" and full["config"]["channels_last"] is True
+    assert full["config"]["compile"] is None and full["warmup_step_ms"] == []
     assert full["machine"]["nproc"] >= 1 and full["machine"]["cpu"]
     assert full["memory"]["peak_rss_mb"] > 500  # the network alone holds ~460 MB of weights
     assert set(full["targets"]) == {"node_overhead_at_most_5pct", "flop_rate_at_least_half_of_matmul",
@@ -115,6 +116,8 @@ def test_refuses_what_it_cannot_measure(tmp_path: Path, capsys: pytest.CaptureFi
     (tmp_path / "b.json").write_text("{}")
     assert main(["bench", "--json", str(tmp_path / "b.json")]) == 2
     assert "pass --force" in capsys.readouterr().err
+    assert main(["bench", "--compile", "default", "--warmup", "0", "--json", str(tmp_path / "c.json")]) == 2
+    assert "--compile needs --warmup >= 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["bench", "--input-size", "250x700"])
     assert "multiples of 32" in capsys.readouterr().err
