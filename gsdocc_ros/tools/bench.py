@@ -524,8 +524,12 @@ def targets(result: dict[str, Any], device: torch.device, precision: str) -> dic
         out[f"fps_at_least_{need:.0f}"] = {"value": result["fps"], "met": result["fps"] >= need}
         peak = max(result["memory"]["peak_allocated_all_steps_mb"], result["memory"]["peak_allocated_mb"])
         out["peak_gpu_memory_below_4759_mb"] = {"value": peak, "met": peak < 4759}
-    growth = result["memory"].get("allocated_growth_mb", result["memory"]["rss_growth_mb"])
-    out["no_growth_over_runs"] = {"value_mb": growth, "met": growth < 1.0}
+    memory = result["memory"]
+    if device.type == "cuda":  # live tensors: any leak shows exactly
+        out["no_growth_over_runs"] = {"value_mb": memory["allocated_growth_mb"],
+                                      "met": memory["allocated_growth_mb"] < 1.0}
+    else:  # process RSS moves by a few MB with the allocator; a kept 640k-voxel result per step would add more
+        out["no_growth_over_runs"] = {"value_mb": memory["rss_growth_mb"], "met": memory["rss_growth_mb"] < 8.0}
     return out
 
 
