@@ -118,6 +118,6 @@ def logits_to_labels(logits: Tensor) -> tuple[Tensor, Tensor]:
 
     logits [B,18,Y,X,Z] -> (labels uint8 [B,X,Y,Z], max probability [B,X,Y,Z]); argmax after the softmax, as official.
     """
-    probs = logits.softmax(dim=1)  # [B,18,Y,X,Z]
-    confidence, labels = probs.max(dim=1)  # [B,Y,X,Z] each; one pass, the first maximal class on ties like argmax
+    probs = logits.movedim(1, -1).softmax(dim=-1)  # [B,Y,X,Z,18]; a view of the head's channels-last logits
+    confidence, labels = probs.max(dim=-1)  # [B,Y,X,Z] each; one pass, the first maximal class on ties like argmax
     return labels.to(torch.uint8).transpose(1, 2).contiguous(), confidence.transpose(1, 2).contiguous()  # [B,X,Y,Z]

@@ -81,7 +81,7 @@ def test_logits_to_labels_is_argmax_after_softmax_with_ties_and_channels_last() 
     for layout in (logits, logits.contiguous(memory_format=torch.channels_last_3d)):
         labels, prob = logits_to_labels(layout)
         assert torch.equal(labels, expected)
-        assert torch.equal(prob, logits.softmax(dim=1).amax(dim=1).transpose(1, 2))
+        torch.testing.assert_close(prob, logits.softmax(dim=1).amax(dim=1).transpose(1, 2), rtol=1e-6, atol=1e-7)
     assert (labels[0, 2, 1] == 3).all()
 
 
