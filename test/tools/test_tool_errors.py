@@ -1,4 +1,5 @@
-"""Tool errors the per-tool tests leave out: each is one line on stderr, exit code 2, and no output left behind.
+"""Tool errors the per-tool tests leave out: each is one line on stderr, exit code 2, and no output left behind;
+and file names taken from outside data stay inside the output folder.
 
 Covered elsewhere: missing or truncated bags (test_play), missing dataroot / wrong version / missing files
 (test_nuscenes_to_bag), missing prediction and ground-truth folders (test_eval), refused overwrites (each tool),
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from gsdocc_ros.tools import cli
+from gsdocc_ros.tools.cli import ToolError
+from gsdocc_ros.tools.record import TokenMap, grid_file_name
 
 from test_nuscenes_to_bag import VERSION, dataset  # noqa: F401 - the fixture: a small real v1.0-mini dataroot
 
@@ -36,3 +39,17 @@ def test_render_refuses_a_missing_input(tmp_path: Path, capsys: pytest.CaptureFi
     assert cli.main(["render", str(tmp_path / "labels.npz"), "--out", str(out)]) == 2
     assert capsys.readouterr().err.strip() == f"gsdocc render: error: no such grid file: {tmp_path / 'labels.npz'}"
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.xfail(strict=True, reason="record names its files after the bag's sample tokens unchecked: a token "
+                                       "'../x' writes outside --out (fix sent to the lead)")
+@pytest.mark.parametrize("token", ["../outside", "nested/name", "/tmp/absolute"])
+def test_record_file_names_from_a_bag_stay_inside_the_output_folder(tmp_path: Path, token: str) -> None:
+    """Sample tokens come from a bag (outside data) and name the files `gsdocc record` writes."""
+    out = tmp_path / "out"
+    try:
+        name = grid_file_name(1000, TokenMap({1000: token}))
+    except ToolError as error:
+        assert repr(token) in str(error)
+        return
+    assert (out / name).resolve().parent == out.resolve(), f"token {token!r} writes to {out / name}"
