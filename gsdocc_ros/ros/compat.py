@@ -666,16 +666,32 @@ def compressed_to_rgb(msg: CompressedImage, jpeg_decoder: str = DEFAULT_JPEG_DEC
         if simplejpeg is None:
             raise ValueError("jpeg_decoder: simplejpeg is not installed; use 'pillow'")
         try:
+            height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+            _check_pixels(width, height, where, kind)
             return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=False, fastupsample=False)
+        except ImageDecodeError:
+            raise
         except ValueError as error:
             raise ImageDecodeError(f"{where}: corrupt JPEG ({len(data)} bytes): {error}") from None
     try:
-        with PILImage.open(io.BytesIO(data)) as image:
+        with PILImage.open(io.BytesIO(data)) as image:  # reads the header only
+            _check_pixels(*image.size, where, kind)
             if image.mode not in ("1", "L", "P", "RGB", "RGBA", "LA"):
                 raise ImageDecodeError(f"{where}: unsupported {kind} pixel mode {image.mode!r} (8-bit only)")
             return np.asarray(image.convert("RGB"))
-    except (OSError, SyntaxError) as error:  # what Pillow raises for corrupt or truncated data
+    except (OSError, SyntaxError, PILImage.DecompressionBombError) as error:  # corrupt or truncated data
         raise ImageDecodeError(f"{where}: corrupt {kind.upper()} ({len(data)} bytes): {error}") from None
+
+
+MAX_IMAGE_PIXELS = 64_000_000
+"""Largest image decoded (64 MP): a compressed image claiming more is refused before any pixel is allocated."""
+
+
+def _check_pixels(width: int, height: int, where: str, kind: str) -> None:
+    """ImageDecodeError when a compressed image's header claims more than MAX_IMAGE_PIXELS."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageDecodeError(f"{where}: {kind.upper()} header claims {width}x{height} pixels, more than the "
+                               f"{MAX_IMAGE_PIXELS:,} accepted; refused before decoding")
 
 
 def decode_image(msg: Image | CompressedImage, jpeg_decoder: str = DEFAULT_JPEG_DECODER) -> np.ndarray:

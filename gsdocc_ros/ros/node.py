@@ -18,7 +18,7 @@ import numpy as np
 import rclpy
 import torch
 from rclpy.duration import Duration
-from rclpy.exceptions import ParameterUninitializedException
+from rclpy.exceptions import ParameterException, ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 from rclpy.parameter import Parameter
@@ -279,10 +279,11 @@ class OccupancyNode(Node):
 
     def destroy_node(self) -> None:
         """Let the worker finish the set in hand (a network forward cannot be interrupted), then tear down."""
-        self._stop.set()
-        with self._lock:
-            self._lock.notify_all()
-        self._worker.join()
+        if hasattr(self, "_worker"):  # not when start-up failed half-way (rclpy still destroys the node)
+            self._stop.set()
+            with self._lock:
+                self._lock.notify_all()
+            self._worker.join()
         super().destroy_node()
 
 
@@ -298,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     with rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO):
         try:
             node = OccupancyNode()
-        except (ValueError, FileNotFoundError, RuntimeError) as error:
+        except (ValueError, FileNotFoundError, RuntimeError, ParameterException) as error:
             rclpy.logging.get_logger("gsdocc").fatal(f"start-up failed: {error}")
             return 1
         try:

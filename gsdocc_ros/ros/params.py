@@ -88,8 +88,16 @@ class NodeParams:
 
     def topics(self) -> list[tuple[str, str, str]]:
         """(camera, image topic, camera-info topic) per camera, in model order."""
-        return [(cam, self.image_topic_format.format(camera=cam), self.camera_info_topic_format.format(camera=cam))
+        return [(cam, topic_for(self.image_topic_format, cam), topic_for(self.camera_info_topic_format, cam))
                 for cam in self.cameras]
+
+
+CAMERA_PLACEHOLDER = "{camera}"
+
+
+def topic_for(pattern: str, camera: str) -> str:
+    """``pattern`` with each literal {camera} replaced by ``camera``; nothing in it is interpreted otherwise."""
+    return pattern.replace(CAMERA_PLACEHOLDER, camera)
 
 
 PARAMETERS: dict[str, Any] = {f.name: f for f in fields(NodeParams)}
@@ -141,8 +149,11 @@ def validate(values: dict[str, Any]) -> NodeParams:
     if merged["key_camera"] not in cams:
         fail("key_camera", "must be one of 'cameras'")
     for name in ("image_topic_format", "camera_info_topic_format"):
-        if "{camera}" not in merged[name] and len(set(merged[name].format(camera=c) for c in cams)) != len(cams):
-            fail(name, "must contain {camera} (or give each camera its own topic by remapping)")
+        pattern = str(merged[name])
+        if pattern.replace(CAMERA_PLACEHOLDER, "").count("{") or pattern.replace(CAMERA_PLACEHOLDER, "").count("}"):
+            fail(name, "may hold only the {camera} placeholder, no other {...} field")
+        if CAMERA_PLACEHOLDER not in pattern:
+            fail(name, "must contain {camera} (each camera needs its own topic)")
     for name in ("ego_frame", "fixed_frame"):
         if not merged[name] or merged[name].startswith("/"):
             fail(name, "must be a non-empty frame id without a leading '/'")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +60,10 @@ def read_grid_file(path: str | Path, need_masks: Iterable[str] = (), shape: tupl
     if not path.is_file():
         raise ToolError(f"no such grid file: {path}")
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        npz_file = np.load(path, allow_pickle=False)
+        if not isinstance(npz_file, np.lib.npyio.NpzFile):  # a plain .npy array or pickle
+            raise ValueError("not an .npz archive of named arrays")
+        with npz_file as npz:
             key = next((k for k in PREDICTION_KEYS if k in npz.files), None)
             if key is None:
                 raise ToolError(f"{path}: no labels; expected one of the keys {', '.join(PREDICTION_KEYS)}, "
@@ -68,7 +73,7 @@ def read_grid_file(path: str | Path, need_masks: Iterable[str] = (), shape: tupl
             if missing:
                 raise ToolError(f"{path}: missing {', '.join(missing)} (keys present: {', '.join(npz.files)})")
             masks = {k: _checked(npz, k, path, shape) for k in MASK_KEYS if k in npz.files}
-    except (OSError, ValueError) as error:  # not a zip, truncated, pickled object arrays
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:  # damaged, empty, pickles
         raise ToolError(f"{path}: not a readable .npz file ({error})") from None
     if labels.max() >= len(CLASS_NAMES):
         raise ToolError(f"{path}: label {int(labels.max())} outside 0..{len(CLASS_NAMES) - 1}")

@@ -24,6 +24,7 @@ from tf2_msgs.msg import TFMessage
 
 from gsdocc_ros.pipeline.frames import CAMERA_NAMES, load_sample_frames
 from gsdocc_ros.ros.conversions import matrix_to_transform, ns_to_stamp, stamp_to_ns
+from gsdocc_ros.ros.params import topic_for
 
 LATCHED = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
@@ -38,7 +39,7 @@ class SampleFeeder:
         self.raw = raw
         self.jpegs = {name: (scene_dir / self.sample.cameras[name]["image"]).read_bytes() for name in CAMERA_NAMES}
         kind = Image if raw else CompressedImage
-        self.image_pubs = {name: node.create_publisher(kind, image_topic.format(camera=name), qos_profile_sensor_data)
+        self.image_pubs = {name: node.create_publisher(kind, topic_for(image_topic, name), qos_profile_sensor_data)
                            for name in CAMERA_NAMES}
         self.info_pubs = {name: node.create_publisher(CameraInfo, f"/{name}/camera_info", qos_profile_sensor_data)
                           for name in CAMERA_NAMES}

@@ -176,8 +176,6 @@ def _png_of_size(width: int, height: int) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.xfail(strict=True, reason="compat.compressed_to_rgb decodes before checking the size the header "
-                                       "claims: MemoryError / PIL DecompressionBombError escape (fix sent to the lead)")
 @pytest.mark.parametrize("case", ["jpeg header 60000x60000", "png 20000x20000"])
 def test_images_claiming_huge_sizes_are_refused_before_decoding(case: str, tmp_path: Path, python: str,
                                                                   shared_data: Path) -> None:
@@ -373,9 +371,6 @@ def grid_files(draw: st.DrawFn) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.xfail(strict=True, reason="grid_files.read_grid_file lets zipfile.BadZipFile (truncated or damaged "
-                                       ".npz), EOFError (empty file) and TypeError (a plain .npy) escape instead of "
-                                       "ToolError (fix sent to the lead)")
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(grid_files())
 @example(GOOD[: len(GOOD) // 2])
@@ -398,8 +393,6 @@ def test_the_good_grid_file_reads() -> None:
         assert sorted(archive.namelist()) == ["mask_camera.npy", "semantics.npy"]
 
 
-@pytest.mark.xfail(strict=True, reason="a truncated .npz escapes read_grid_file as zipfile.BadZipFile: a traceback "
-                                       "and exit 1 instead of a one-line error and exit 2 (fix sent to the lead)")
 @pytest.mark.parametrize("verb", ["render", "eval"])
 def test_tools_refuse_a_truncated_grid_file_in_one_line(verb: str, tmp_path: Path, shared_data: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:

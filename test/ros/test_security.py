@@ -16,7 +16,6 @@ import torch
 
 pytest.importorskip("rclpy", reason="rclpy is installed by scripts/setup.sh")
 
-
 class _MakesADirectory:
     """Unpickling this calls os.mkdir: what a malicious checkpoint would do with something worse."""
 
@@ -26,13 +25,11 @@ class _MakesADirectory:
     def __reduce__(self):
         return os.mkdir, (str(self.path),)
 
-
 def start_node(python: str, env: dict[str, str], *params: str) -> subprocess.CompletedProcess:
     """`gsdocc node` with ``params`` (name:=value), expected to stop during start-up."""
     args = [arg for param in ("device:=cpu", *params) for arg in ("-p", param)]
     return subprocess.run([python, "-m", "gsdocc_ros.tools.cli", "node", "--ros-args", *args], env=env,
                           capture_output=True, text=True, timeout=300)
-
 
 def test_node_refuses_a_checkpoint_that_runs_code(tmp_path: Path, subprocess_env: dict[str, str],
                                                    python: str) -> None:
@@ -46,19 +43,10 @@ def test_node_refuses_a_checkpoint_that_runs_code(tmp_path: Path, subprocess_env
     assert "start-up failed" in output and "refused to unpickle" in output and "posix.mkdir" in output, output
     assert not marker.exists(), "the checkpoint's code ran"
 
-
-WRONG_TYPE = pytest.mark.xfail(strict=True, reason="node.main catches ValueError/FileNotFoundError/RuntimeError "
-                                                   "only: rclpy's InvalidParameterTypeException escapes, and "
-                                                   "destroy_node of the half-built node then raises AttributeError "
-                                                   "(fix sent to the lead)")
-FORMAT_FIELD = pytest.mark.xfail(strict=True, reason="params.validate formats the topic pattern: '{0}' raises "
-                                                     "IndexError, a traceback (fix sent to the lead)")
-
-
 @pytest.mark.parametrize(("param", "named"), [
     ("cameras:=[CAM_FRONT,CAM_BACK]", "parameter 'cameras'"),
-    pytest.param("sync_queue_size:=ten", "sync_queue_size", marks=WRONG_TYPE),
-    pytest.param("image_topic_format:=/{0}/image", "parameter 'image_topic_format'", marks=FORMAT_FIELD),
+    ("sync_queue_size:=ten", "sync_queue_size"),
+    ("image_topic_format:=/{0}/image", "parameter 'image_topic_format'"),
 ])
 def test_bad_parameters_stop_start_up_in_one_line(param: str, named: str, subprocess_env: dict[str, str],
                                                   python: str) -> None:
