@@ -89,6 +89,12 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def cpu_ms() -> float:
+    """Process CPU time (user + system, all threads) so far, in milliseconds."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return (usage.ru_utime + usage.ru_stime) * 1e3
+
+
 def timed_ms(fn: Callable[[], object], device: torch.device) -> float:
     """Wall time of one call of ``fn`` in milliseconds, the device synchronised before and after."""
     synchronize(device)
@@ -99,12 +105,14 @@ def timed_ms(fn: Callable[[], object], device: torch.device) -> float:
 
 
 class StageClock:
-    """Wall time per named stage of the current run; synchronises CUDA at each boundary when ``sync``."""
+    """Wall (and process CPU) time per named stage of the current run; synchronises CUDA at each boundary when
+    ``sync``. On a shared CPU, CPU time counts the work done, wall time also the waiting for other processes."""
 
     def __init__(self, device: torch.device, sync: bool = True) -> None:
         self.device = device
         self.sync = sync
         self.times: dict[str, float] = {}
+        self.cpu_times: dict[str, float] = {}
         self.captured: dict[str, tuple[tuple[Any, ...], Any]] = {}
         self.capture = False
 
@@ -113,11 +121,12 @@ class StageClock:
         """Add the time spent inside the block to stage ``name``."""
         if self.sync:
             synchronize(self.device)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), cpu_ms()
         yield
         if self.sync:
             synchronize(self.device)
         self.times[name] = self.times.get(name, 0.0) + (time.perf_counter() - start) * 1e3
+        self.cpu_times[name] = self.cpu_times.get(name, 0.0) + cpu_ms() - cpu_start
 
     def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         """``fn`` timed as stage ``name``; its arguments and result are kept while ``capture`` is set."""
@@ -211,9 +220,11 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, size: int, runs: int =
     b = torch.randn(size, size, device=device, dtype=dtype, generator=generator)
     out = torch.empty(size, size, device=device, dtype=dtype)
     torch.mm(a, b, out=out)
+    cpu_start = cpu_ms()
     median = statistics.median(timed_ms(lambda: torch.mm(a, b, out=out), device) for _ in range(runs))
+    cpu_per_run = (cpu_ms() - cpu_start) / runs
     return {"gflops": 2 * size**3 / median / 1e6, "size": size, "dtype": str(dtype).removeprefix("torch."),
-            "median_ms": median}
+            "median_ms": median, "gflops_per_cpu_s": 2 * size**3 / cpu_per_run / 1e6}
 
 
 def machine_matmul_rate(device: torch.device, precision: str) -> dict[str, Any]:
@@ -408,6 +419,8 @@ class Measurements:
 
     stage_runs: dict[str, list[float]]
     """Milliseconds per stage and run."""
+    network_cpu_runs: list[float]
+    """Process CPU milliseconds of the network stages per run."""
     step_runs: list[float]
     """Milliseconds of the whole step per run."""
     memory: dict[str, Any]
@@ -439,15 +452,17 @@ def measure_steps(setup: BenchSetup, clock: StageClock, args: argparse.Namespace
             memory["allocated_before_mb"] = torch.cuda.memory_allocated(device) / 1e6
             torch.cuda.reset_peak_memory_stats(device)
         rates = [machine_matmul_rate(device, args.precision)]
-        step_runs = []
+        step_runs, network_cpu_runs = [], []
         for _ in tqdm(range(args.runs), desc="runs", leave=False, disable=args.quiet):
-            clock.times = {}
+            clock.times, clock.cpu_times = {}, {}
             step_runs.append(run_step(setup, clock, args.decoder))
             for stage in STAGES:
                 stage_runs[stage].append(clock.times[stage])
+            network_cpu_runs.append(sum(clock.cpu_times[stage] for stage in NETWORK_STAGES))
         rates.append(machine_matmul_rate(device, args.precision))
         matmul = max(rates, key=lambda rate: rate["gflops"])
         matmul["measured_gflops"] = [rate["gflops"] for rate in rates]
+        matmul["gflops_per_cpu_s"] = max(rate["gflops_per_cpu_s"] for rate in rates)
         memory["rss_after_mb"] = rss_mb()
         memory["rss_growth_mb"] = memory["rss_after_mb"] - memory["rss_before_mb"]
         memory["peak_rss_mb"] = peak_rss_mb()
@@ -459,8 +474,8 @@ def measure_steps(setup: BenchSetup, clock: StageClock, args: argparse.Namespace
             clock.sync = False  # the whole step again, without a synchronisation at every stage boundary
             step_runs = [run_step(setup, clock, args.decoder) for _ in range(args.runs)]
             clock.sync = True
-    return Measurements(stage_runs=stage_runs, step_runs=step_runs, memory=memory, flops=flops, matmul=matmul,
-                        warmup_runs=warmup_runs)
+    return Measurements(stage_runs=stage_runs, network_cpu_runs=network_cpu_runs, step_runs=step_runs,
+                        memory=memory, flops=flops, matmul=matmul, warmup_runs=warmup_runs)
 
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -502,7 +517,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "node_overhead_ms": overhead,
         "node_overhead_fraction": overhead / step["median"],
         "flops": flops,
-        "flop_rate": {"achieved_gflops": achieved, "matmul": matmul, "fraction": achieved / matmul["gflops"]},
+        "flop_rate": {"achieved_gflops": achieved, "matmul": matmul, "fraction": achieved / matmul["gflops"],
+                      "fraction_of_cpu_time": (flops["network"] / statistics.median(measured.network_cpu_runs) / 1e6
+                                               / matmul["gflops_per_cpu_s"]) if device.type == "cpu" else None},
         "memory": measured.memory,
     }
     if not args.no_ab:
@@ -557,7 +574,9 @@ def format_table(result: dict[str, Any]) -> str:
     lines.append(f"network {flops['network'] / 1e9:.1f} GFLOP, achieved {rate['achieved_gflops']:.1f} GFLOP/s; "
                  f"{rate['matmul']['dtype']}{' (TF32)' if rate['matmul']['tf32'] else ''} "
                  f"{rate['matmul']['size']}^2 matmul {rate['matmul']['gflops']:.1f} GFLOP/s; "
-                 f"fraction {rate['fraction']:.2f}")
+                 f"fraction {rate['fraction']:.2f}"
+                 + (f" (per CPU-second, robust to other load: {rate['fraction_of_cpu_time']:.2f})"
+                    if rate["fraction_of_cpu_time"] is not None else ""))
     lines.append("per stage GFLOP/s: " + ", ".join(f"{stage} {value:.0f}"
                                                    for stage, value in flops["per_stage_gflops_per_s"].items()))
     text = f"memory: peak RSS {memory['peak_rss_mb']:.0f} MB, RSS growth in the runs {memory['rss_growth_mb']:+.1f} MB"

@@ -54,6 +54,7 @@ def test_stage_times_and_rates(full: dict[str, Any]) -> None:
     rate = full["flop_rate"]
     assert rate["achieved_gflops"] > 0 and rate["matmul"]["gflops"] > 0 and rate["matmul"]["size"] == 2048
     assert rate["fraction"] == pytest.approx(rate["achieved_gflops"] / rate["matmul"]["gflops"])
+    assert rate["fraction_of_cpu_time"] > 0 and rate["matmul"]["gflops_per_cpu_s"] > 0
     assert full["config"]["drawn_voxels"] == 39092  # the real Occ3D grid drives the message stages
     assert full["config"]["preprocess"] == "pillow" and full["config"]["channels_last"] is True
     assert full["config"]["compile"] is None and full["warmup_step_ms"] == []
