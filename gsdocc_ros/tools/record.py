@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import re
 import sys
 import time
 from collections import deque
@@ -113,9 +114,15 @@ def receive_grids(topic: str, count: int | None = None, timeout_s: float | None 
             node.destroy_node()
 
 
+SAFE_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}")
+"""What a sample token may look like to name a file (nuScenes tokens are 32 hex digits)."""
+
+
 def grid_file_name(stamp_ns: int, tokens: TokenMap | None) -> str:
     """``<token>.npz`` when the stamp maps to a sample token, else ``<stamp_ns>.npz``."""
     token = tokens.lookup(stamp_ns) if tokens is not None else None
+    if token is not None and not SAFE_TOKEN.fullmatch(token):  # a token from a bag must not name another folder
+        raise ToolError(f"sample token {token!r} from the bag is not a plain file name (letters, digits, - and _)")
     return f"{token or stamp_ns}.npz"
 
 
