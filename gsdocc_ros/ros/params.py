@@ -10,6 +10,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from rclpy.exceptions import InvalidTopicNameException
+from rclpy.validate_topic_name import validate_topic_name
+
 from gsdocc_ros.pipeline.frames import CAMERA_NAMES, KEY_CAMERA
 from gsdocc_ros.pipeline.grid import CLASS_NAMES
 from gsdocc_ros.pipeline.runner import CADENCES, PRECISIONS, RunnerConfig
@@ -154,6 +157,12 @@ def validate(values: dict[str, Any]) -> NodeParams:
             fail(name, "may hold only the {camera} placeholder, no other {...} field")
         if CAMERA_PLACEHOLDER not in pattern:
             fail(name, "must contain {camera} (each camera needs its own topic)")
+        for camera in cams:
+            try:
+                validate_topic_name(topic_for(pattern, camera))
+            except InvalidTopicNameException as error:
+                fail(name, f"gives the invalid topic name {topic_for(pattern, camera)!r} for {camera} "
+                           f"({str(error).splitlines()[0]})")
     for name in ("ego_frame", "fixed_frame"):
         if not merged[name] or merged[name].startswith("/"):
             fail(name, "must be a non-empty frame id without a leading '/'")

@@ -67,13 +67,15 @@ def read_grid_file(path: str | Path, need_masks: Iterable[str] = (), shape: tupl
             key = next((k for k in PREDICTION_KEYS if k in npz.files), None)
             if key is None:
                 raise ToolError(f"{path}: no labels; expected one of the keys {', '.join(PREDICTION_KEYS)}, "
-                                f"found {', '.join(npz.files) or 'none'}")
+                                f"found {', '.join(map(repr, npz.files)) or 'none'}")
             labels = _checked(npz, key, path, shape)
             missing = [k for k in need_masks if k not in npz.files]
             if missing:
-                raise ToolError(f"{path}: missing {', '.join(missing)} (keys present: {', '.join(npz.files)})")
+                raise ToolError(f"{path}: missing {', '.join(missing)} "
+                                f"(keys present: {', '.join(map(repr, npz.files))})")
             masks = {k: _checked(npz, k, path, shape) for k in MASK_KEYS if k in npz.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:  # damaged, empty, pickles
+    # damaged, empty, pickled; RuntimeError and NotImplementedError: encrypted or unsupported zip members
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError) as error:
         raise ToolError(f"{path}: not a readable .npz file ({error})") from None
     if labels.max() >= len(CLASS_NAMES):
         raise ToolError(f"{path}: label {int(labels.max())} outside 0..{len(CLASS_NAMES) - 1}")

@@ -408,15 +408,7 @@ def header_damage(kind: str) -> bytes:
     return bytes(data)
 
 
-ZIP_ERRORS = pytest.mark.xfail(strict=True, reason="read_grid_file lets zipfile's RuntimeError (encrypted member) "
-                                                   "and NotImplementedError (flag bit 5, version) escape (fix sent to "
-                                                   "the lead: catch RuntimeError)")
-NAME_IN_MESSAGE = pytest.mark.xfail(strict=True, reason="read_grid_file prints the file's key names raw: a line break "
-                                                        "in one splits the error (fix sent to the lead: repr)")
-
-
-@pytest.mark.parametrize("kind", [*(pytest.param(k, marks=ZIP_ERRORS) for k in ("encrypted", "patched", "version")),
-                                  pytest.param("line break in a name", marks=NAME_IN_MESSAGE)])
+@pytest.mark.parametrize("kind", ["encrypted", "patched", "version", "line break in a name"])
 def test_grid_file_with_hostile_zip_headers_is_refused(tmp_path: Path, kind: str) -> None:
     check_grid_file(tmp_path, header_damage(kind))
 

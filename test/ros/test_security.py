@@ -48,10 +48,7 @@ def test_node_refuses_a_checkpoint_that_runs_code(tmp_path: Path, subprocess_env
     ("cameras:=[CAM_FRONT,CAM_BACK]", "parameter 'cameras'"),
     ("sync_queue_size:=ten", "sync_queue_size"),
     ("image_topic_format:=/{0}/image", "parameter 'image_topic_format'"),
-    pytest.param("image_topic_format:=/{camera}/image raw", "parameter 'image_topic_format'",
-                 marks=pytest.mark.xfail(strict=True, reason="topic names are not validated with the parameters: "
-                                                             "rclpy's InvalidTopicNameException escapes as a "
-                                                             "traceback (fix sent to the lead)")),
+    ("image_topic_format:=/{camera}/image raw", "parameter 'image_topic_format'"),
 ])
 def test_bad_parameters_stop_start_up_in_one_line(param: str, named: str, subprocess_env: dict[str, str],
                                                   python: str) -> None:
