@@ -446,25 +446,25 @@ def measure_steps(setup: BenchSetup, clock: StageClock, args: argparse.Namespace
     with torch.inference_mode(), instrumented(setup.runner, clock):
         warmup_runs = [run_step(setup, clock, args.decoder)
                        for _ in tqdm(range(args.warmup), desc="warm-up", leave=False, disable=args.quiet)]
-        memory["rss_before_mb"] = rss_mb()
         if device.type == "cuda":
             memory["peak_allocated_all_steps_mb"] = torch.cuda.max_memory_allocated(device) / 1e6
             memory["allocated_before_mb"] = torch.cuda.memory_allocated(device) / 1e6
             torch.cuda.reset_peak_memory_stats(device)
         rates = [machine_matmul_rate(device, args.precision)]
-        step_runs, network_cpu_runs = [], []
+        step_runs, network_cpu_runs, rss_runs = [], [], []
         for _ in tqdm(range(args.runs), desc="runs", leave=False, disable=args.quiet):
             clock.times, clock.cpu_times = {}, {}
             step_runs.append(run_step(setup, clock, args.decoder))
             for stage in STAGES:
                 stage_runs[stage].append(clock.times[stage])
             network_cpu_runs.append(sum(clock.cpu_times[stage] for stage in NETWORK_STAGES))
+            rss_runs.append(rss_mb())
         rates.append(machine_matmul_rate(device, args.precision))
         matmul = max(rates, key=lambda rate: rate["gflops"])
         matmul["measured_gflops"] = [rate["gflops"] for rate in rates]
         matmul["gflops_per_cpu_s"] = max(rate["gflops_per_cpu_s"] for rate in rates)
-        memory["rss_after_mb"] = rss_mb()
-        memory["rss_growth_mb"] = memory["rss_after_mb"] - memory["rss_before_mb"]
+        memory["rss_after_each_run_mb"] = rss_runs
+        memory["rss_growth_mb"] = rss_runs[-1] - rss_runs[0]  # from the end of the first run: allocator settling
         memory["peak_rss_mb"] = peak_rss_mb()
         if device.type == "cuda":
             memory["allocated_after_mb"] = torch.cuda.memory_allocated(device) / 1e6
@@ -579,7 +579,8 @@ def format_table(result: dict[str, Any]) -> str:
                     if rate["fraction_of_cpu_time"] is not None else ""))
     lines.append("per stage GFLOP/s: " + ", ".join(f"{stage} {value:.0f}"
                                                    for stage, value in flops["per_stage_gflops_per_s"].items()))
-    text = f"memory: peak RSS {memory['peak_rss_mb']:.0f} MB, RSS growth in the runs {memory['rss_growth_mb']:+.1f} MB"
+    text = (f"memory: peak RSS {memory['peak_rss_mb']:.0f} MB, RSS growth from the first to the last run "
+            f"{memory['rss_growth_mb']:+.1f} MB")
     if "peak_allocated_mb" in memory:
         text += (f"; CUDA peak allocated {memory['peak_allocated_mb']:.0f} MB in the runs, "
                  f"{memory['peak_allocated_all_steps_mb']:.0f} MB from the first step (reserved "
