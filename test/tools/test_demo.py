@@ -116,8 +116,9 @@ def _bag_frames(bag: Path, index: int) -> tuple[list[CameraFrame], np.ndarray, i
 def test_demo_first_grid_matches_offline_runner(demo_run) -> None:
     """The node's grid of the first set equals, voxel for voxel, the ROS-free runner's on the same bag.
 
-    Random weights depend only weakly on their input, hence exact equality: the other set's images change 22
-    labels, extrinsics 0.2 m off change 377 (measured when this test was written).
+    Random weights depend only weakly on their input, hence a tight bound: the other set's images change 22
+    labels, extrinsics 0.2 m off change 377 (measured when this test was written), while the summation order
+    of multi-threaded CPU kernels (two processes) can flip a few near-ties, hence at most 5 and one confidence level.
     """
     done, out = demo_run
     assert done.returncode == 0, done.stderr[-3000:]
@@ -127,8 +128,9 @@ def test_demo_first_grid_matches_offline_runner(demo_run) -> None:
     with np.load(out / "grids" / "synthetic-street-000.npz") as node_grid:
         assert int(node_grid["stamp_ns"]) == stamp
         differ = int(np.count_nonzero(node_grid["semantics"] != expected.labels))
-        np.testing.assert_array_equal(node_grid["confidence"], expected.confidence)
-    assert differ == 0, f"node and offline runner disagree on {differ} voxels"
+        confidence_gap = np.abs(node_grid["confidence"].astype(int) - expected.confidence.astype(int)).max()
+    assert differ <= 5, f"node and offline runner disagree on {differ} voxels"
+    assert confidence_gap <= 1
 
 
 def test_missing_inputs_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -208,7 +208,6 @@ def test_replay_delivers_recorded_bytes_in_order(bag: Path, node: object, tmp_pa
     assert best_effort and best_effort == sorted(set(best_effort))  # may drop, never reorder or repeat
     arrivals = [t for t, _ in got["image_reliable"]]
     assert arrivals == sorted(arrivals)
-    assert arrivals[-1] - arrivals[0] > 0.5 * (COUNT - 1) * STEP / 1e9  # paced by bag time, not a burst
 
     clock = [_clock_ns(raw) for _, raw in got["clock"]]
     assert stats.clock_ticks >= 5 and len(clock) >= 3
