@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
+import re
 import sqlite3
+import sys
 import threading
 import time
 from collections import Counter
@@ -109,10 +112,29 @@ def message_class(type_name: str) -> type:
     try:
         if get_message is not None:
             return get_message("/".join(parts))
+        _check_generated(*parts)
         return getattr(importlib.import_module(f"{parts[0]}.{parts[1]}"), parts[2])
     except (ImportError, AttributeError, ValueError) as error:
         raise ToolError(f"unknown message type {type_name} ({error}); is its package built and on the "
                         f"Python path?") from None
+
+
+def _check_generated(package: str, kind: str, name: str) -> None:
+    """ImportError unless ``package.kind`` holds rosidl-generated code for ``name``, found without importing.
+
+    Type names come from the bag (outside data): only generated interface modules may be imported for them,
+    never an arbitrary installed package whose import would run its code.
+    """
+    if not (package.isidentifier() and kind in ("msg", "srv", "action") and name.isidentifier()):
+        raise ImportError(f"not an interface type name: {package}/{kind}/{name}")
+    if package in sys.modules:  # already imported: its full path (gsdocc_ros extends its own)
+        locations = list(getattr(sys.modules[package], "__path__", []))
+    else:  # locate the top-level package without running it
+        spec = importlib.util.find_spec(package)
+        locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
+    if not locations or not any((Path(folder) / kind / f"_{snake}.py").is_file() for folder in locations):
+        raise ImportError(f"no generated interface {package}/{kind}/{name} is installed")
 
 
 class BagSource:

@@ -327,3 +327,18 @@ def test_options_are_checked(bag: Path, node: object) -> None:
         PlayOptions(rate=0.0)
     with pytest.raises(ToolError, match="--start-offset 5.0 s is past the end"):
         BagPlayer(node, BagSource(bag), PlayOptions(start_offset_s=5.0))
+
+
+def test_type_names_from_a_bag_import_only_generated_interfaces() -> None:
+    """A bag names its types; resolving them must never import an arbitrary installed package."""
+    import sys
+
+    from gsdocc_ros.tools.play import message_class
+
+    assert message_class("sensor_msgs/msg/CompressedImage").__name__ == "CompressedImage"
+    assert message_class("gsdocc_ros/msg/SemanticVoxelGrid").__name__ == "SemanticVoxelGrid"
+    sys.modules.pop("this", None)
+    for hostile in ("this/msg/Zen", "os/msg/path", "gsdocc_ros/msg/../../x"):
+        with pytest.raises(ToolError):
+            message_class(hostile)
+    assert "this" not in sys.modules  # `import this` would have printed the Zen of Python
