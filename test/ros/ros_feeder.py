@@ -185,15 +185,17 @@ class NodeHarness:
 
 
 @contextlib.contextmanager
-def node_session(scene_dir: Path, parameters: dict[str, Any]) -> Iterator[NodeHarness]:
-    """rclpy on a fresh random ROS_DOMAIN_ID (shared memory only) around one NodeHarness; restores the domain."""
+def node_session(scene_dir: Path, parameters: dict[str, Any],
+                 harness_class: Callable[..., NodeHarness] = NodeHarness) -> Iterator[NodeHarness]:
+    """rclpy on a fresh random ROS_DOMAIN_ID (shared memory only) around one ``harness_class`` (NodeHarness or a
+    subclass taking the same scene_dir and parameters); restores the domain."""
     previous = {name: os.environ.get(name) for name in ("ROS_DOMAIN_ID", "FASTDDS_BUILTIN_TRANSPORTS")}
     os.environ["ROS_DOMAIN_ID"] = str(random.randint(1, 200))
     os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = "SHM"
     rclpy.init()
     harness = None
     try:
-        harness = NodeHarness(scene_dir, parameters)
+        harness = harness_class(scene_dir, parameters)
         yield harness
     finally:
         if harness is not None:

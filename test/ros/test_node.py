@@ -7,8 +7,6 @@ each test advances the camera stamps by 0.5 s (the keyframe cadence), so the tes
 from __future__ import annotations
 
 import json
-import os
-import random
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +15,6 @@ import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy is installed by scripts/setup.sh")
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import CompressedImage  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
@@ -33,79 +29,38 @@ from gsdocc_ros.pipeline.runner import OccupancyRunner, RunnerConfig, load_model
 from gsdocc_ros.ros.conversions import grid_from_message, stamp_to_ns  # noqa: E402
 from gsdocc_ros.ros.node import OccupancyNode  # noqa: E402
 
-from ros_feeder import SampleFeeder, spin_until, wait_for_subscribers  # noqa: E402
+from ros_feeder import NodeHarness, SampleFeeder, node_session, spin_until, wait_for_subscribers  # noqa: E402
 
 INPUT_HW = (128, 352)
 STEP_NS = 500_000_000
 WAIT_S = 180.0
 
 
-class Harness:
-    """The node under test, a tester node publishing and listening, and the shared timeline."""
+class Harness(NodeHarness):
+    """The shared node harness, plus a MarkerArray listener and the bad-input-then-recover routine."""
 
-    def __init__(self, scene_dir: Path) -> None:
-        self.node = OccupancyNode(parameter_overrides=[
-            Parameter("device", value="cpu"), Parameter("allow_random_weights", value=True),
-            Parameter("input_height", value=INPUT_HW[0]), Parameter("input_width", value=INPUT_HW[1]),
-            Parameter("publish_camera_mask", value=True), Parameter("tf_wait_s", value=0.5),
-            Parameter("diagnostics_period_s", value=0.2),
-        ])
-        self.tester = rclpy.create_node("tester")
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(self.node)
-        self.executor.add_node(self.tester)
+    def __init__(self, scene_dir: Path, parameters: dict) -> None:
+        super().__init__(scene_dir, parameters, wait_s=WAIT_S)
         self.feed_dir = scene_dir
-        self.feed = SampleFeeder(self.tester, scene_dir)
-        self.grids: list[SemanticVoxelGrid] = []
         self.markers: list[MarkerArray] = []
-        self.diagnostics: list[DiagnosticArray] = []
-        self.tester.create_subscription(SemanticVoxelGrid, "/gsdocc/occupancy", self.grids.append, 10)
         self.tester.create_subscription(MarkerArray, "/gsdocc/markers", self.markers.append, 10)
-        self.tester.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
-        self.offset_ns = 0
-        wait_for_subscribers(self.executor, list(self.feed.image_pubs.values()) + [self.feed.tf_pub])
-        self.feed.publish_static()
-
-    def next_offset(self, steps: int = 1) -> int:
-        self.offset_ns += steps * STEP_NS
-        return self.offset_ns
-
-    def publish_and_wait_grid(self, feed: SampleFeeder | None = None, **kwargs) -> SemanticVoxelGrid:
-        """Publish one set on the next keyframe step and wait for its grid."""
-        before = len(self.grids)
-        stamp = (feed or self.feed).publish_set(self.next_offset(), **kwargs)
-        assert spin_until(self.executor, lambda: len(self.grids) > before, WAIT_S), \
-            f"no grid for the set at {stamp}; counters {dict(self.node.counters)}"
-        grid = self.grids[-1]
-        assert stamp_to_ns(grid.header.stamp) == stamp
-        return grid
 
     def expect_counter(self, counter: str, publish) -> None:
         """Publish a bad set, see ``counter`` rise, then see the node recover on a good set."""
         before = self.node.counters[counter]
         publish(self.next_offset())
-        assert spin_until(self.executor, lambda: self.node.counters[counter] > before, WAIT_S), \
+        assert self.spin_until(lambda: self.node.counters[counter] > before), \
             f"{counter} did not rise; counters {dict(self.node.counters)}"
         self.publish_and_wait_grid()
 
 
 @pytest.fixture(scope="module")
 def harness(shared_data: Path) -> Iterator[Harness]:
-    previous = os.environ.get("ROS_DOMAIN_ID")
-    os.environ["ROS_DOMAIN_ID"] = str(random.randint(1, 200))
-    os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = "SHM"
-    rclpy.init()
-    h = Harness(shared_data / "nuscenes_sample" / "scene-0061_ca9a282c")
-    try:
+    parameters = {"device": "cpu", "allow_random_weights": True, "input_height": INPUT_HW[0],
+                  "input_width": INPUT_HW[1], "publish_camera_mask": True, "tf_wait_s": 0.5,
+                  "diagnostics_period_s": 0.2}
+    with node_session(shared_data / "nuscenes_sample" / "scene-0061_ca9a282c", parameters, Harness) as h:
         yield h
-    finally:
-        h.node.destroy_node()
-        h.tester.destroy_node()
-        rclpy.shutdown()
-        if previous is None:
-            os.environ.pop("ROS_DOMAIN_ID")
-        else:
-            os.environ["ROS_DOMAIN_ID"] = previous
 
 
 @pytest.fixture(scope="module")
