@@ -55,11 +55,13 @@ def test_stage_times_and_rates(full: dict[str, Any]) -> None:
     assert rate["achieved_gflops"] > 0 and rate["matmul"]["gflops"] > 0 and rate["matmul"]["size"] == 2048
     assert rate["fraction"] == pytest.approx(rate["achieved_gflops"] / rate["matmul"]["gflops"])
     assert rate["fraction_of_cpu_time"] > 0 and rate["matmul"]["gflops_per_cpu_s"] > 0
+    assert rate["fraction_best_run"] >= rate["fraction"]
     assert full["config"]["drawn_voxels"] == 39092  # the real Occ3D grid drives the message stages
     assert full["config"]["preprocess"] == "pillow" and full["config"]["channels_last"] is True
     assert full["config"]["compile"] is None and full["warmup_step_ms"] == []
     assert full["machine"]["nproc"] >= 1 and full["machine"]["cpu"]
     assert full["memory"]["peak_rss_mb"] > 500  # the network alone holds ~460 MB of weights
+    assert full["memory"]["live_tensors_after_each_run_mb"][0] > 460  # the weights are found among live tensors
     assert set(full["targets"]) == {"node_overhead_at_most_5pct", "flop_rate_at_least_half_of_matmul",
                                     "no_growth_over_runs"}
     assert "gsdocc bench --device cpu --precision fp32 --input-size 128x352" in full["command"]
