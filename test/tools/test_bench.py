@@ -38,7 +38,6 @@ def _positive_stats(stats: dict[str, Any], runs: int) -> None:
     assert 0 <= stats["min"] <= stats["q1"] <= stats["median"] <= stats["q3"] <= stats["max"]
 
 
-@pytest.mark.slow
 def test_stage_times_and_rates(full: dict[str, Any]) -> None:
     """Every stage of the issue is timed; the step, FPS, overhead and FLOP rate are positive and consistent."""
     assert list(full["stages_ms"]) == list(bench.STAGES)
@@ -67,7 +66,6 @@ def test_stage_times_and_rates(full: dict[str, Any]) -> None:
     assert "gsdocc bench --device cpu --precision fp32 --input-size 128x352" in full["command"]
 
 
-@pytest.mark.slow
 def test_flops_are_counted(full: dict[str, Any]) -> None:
     """Per-stage FLOPs are positive and add up to the network total; the splat is charged as sparse."""
     flops = full["flops"]
@@ -96,7 +94,6 @@ def test_flop_count_is_repeatable_on_the_predicted_grid(shared_data: Path) -> No
     assert "encode_images" not in model.__dict__  # the instrumentation is gone after the block
 
 
-@pytest.mark.slow
 def test_ab_pairs(full: dict[str, Any]) -> None:
     """The four A/B pairs of the issue (plus preprocessing): ratios positive, outputs equal where they must be."""
     ab = full["ab"]
