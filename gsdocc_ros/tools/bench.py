@@ -204,9 +204,12 @@ def live_tensor_mb() -> float:
     with warnings.catch_warnings():  # isinstance on lazy module attributes may warn about deprecations
         warnings.simplefilter("ignore")
         for obj in gc.get_objects():
-            if isinstance(obj, torch.Tensor) and obj.device.type == "cpu" and obj.layout == torch.strided:
-                storage = obj.untyped_storage()
-                storages[storage.data_ptr()] = storage.nbytes()
+            try:
+                if isinstance(obj, torch.Tensor) and obj.device.type == "cpu" and obj.layout == torch.strided:
+                    storage = obj.untyped_storage()
+                    storages[storage.data_ptr()] = storage.nbytes()
+            except (RuntimeError, ReferenceError):  # fake tensors left by a torch.compile trace, dead weak proxies
+                continue
     return sum(storages.values()) / 1e6
 
 
