@@ -58,7 +58,7 @@ class ImageTransform:
         return np.array([-self.crop[0], -self.crop[1], 0.0], dtype=np.float32)
 
 
-def _check_size(hw: Sequence[int], name: str) -> tuple[int, int]:
+def check_size(hw: Sequence[int], name: str) -> tuple[int, int]:
     """``hw`` as a pair of positive ints; ValueError naming ``name`` otherwise."""
     if len(hw) != 2 or any(int(v) != v or v <= 0 for v in hw):
         raise ValueError(f"{name}: expected (height, width) as two positive integers, got {tuple(hw)}")
@@ -67,8 +67,8 @@ def _check_size(hw: Sequence[int], name: str) -> tuple[int, int]:
 
 def image_transform(src_hw: Sequence[int], input_hw: Sequence[int]) -> ImageTransform:
     """The official test-time resize + bottom crop taking a ``src_hw`` image to the network's ``input_hw``."""
-    src_h, src_w = _check_size(src_hw, "src_hw")
-    in_h, in_w = _check_size(input_hw, "input_hw")
+    src_h, src_w = check_size(src_hw, "src_hw")
+    in_h, in_w = check_size(input_hw, "input_hw")
     scale = float(in_w) / float(src_w)
     new_w, new_h = int(src_w * scale), int(src_h * scale)
     x0 = int(max(0, new_w - in_w) / 2)
@@ -81,7 +81,7 @@ def image_transform(src_hw: Sequence[int], input_hw: Sequence[int]) -> ImageTran
     return ImageTransform(scale=scale, crop=(x0, y0, x0 + in_w, y0 + in_h), resized_wh=(new_w, new_h))
 
 
-def _check_image(image: np.ndarray, name: str) -> None:
+def check_image(image: np.ndarray, name: str) -> None:
     """Raise ValueError naming ``name`` unless ``image`` is an HxWx3 uint8 array."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         desc = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
@@ -91,20 +91,20 @@ def _check_image(image: np.ndarray, name: str) -> None:
 
 def resize_and_crop(image: np.ndarray, transform: ImageTransform) -> np.ndarray:
     """Apply ``transform`` to an HxWx3 uint8 RGB image with Pillow's bicubic filter; returns the cropped uint8 image."""
-    _check_image(image, "image")
+    check_image(image, "image")
     resized = Image.fromarray(image).resize(transform.resized_wh, Image.Resampling.BICUBIC)
     return np.asarray(resized.crop(transform.crop))  # (H, W, 3)
 
 
 def normalise_bgr(image: np.ndarray) -> np.ndarray:
     """uint8 RGB (H, W, 3) -> float32 (3, H, W) in BGR order, bit-exact with the official normalisation (table look-up)."""
-    _check_image(image, "image")
+    check_image(image, "image")
     return np.stack([_BGR_TABLE[c].take(image[..., 2 - c]) for c in range(3)])  # (3, H, W)
 
 
 def normalise_bgr_reference(image: np.ndarray) -> np.ndarray:
     """Slow, obvious twin of ``normalise_bgr``: the float64 formula per pixel, cast to float32."""
-    _check_image(image, "image")
+    check_image(image, "image")
     bgr = image[..., ::-1].astype(np.float64)  # (H, W, 3) B, G, R
     out = (bgr - np.asarray(IMAGE_MEAN_RGB)) * (1.0 / np.asarray(IMAGE_STD_RGB))
     return out.astype(np.float32).transpose(2, 0, 1)  # (3, H, W)
@@ -116,14 +116,14 @@ def preprocess_images(images: Sequence[np.ndarray], input_hw: Sequence[int]
 
     Returns imgs float32 (N, 3, H, W) BGR-normalised, post_rots float32 (N, 3, 3), post_trans float32 (N, 3).
     """
-    in_h, in_w = _check_size(input_hw, "input_hw")
+    in_h, in_w = check_size(input_hw, "input_hw")
     if len(images) == 0:
         raise ValueError("images: expected at least one camera image, got none")
     imgs = np.empty((len(images), 3, in_h, in_w), dtype=np.float32)  # (N, 3, H, W)
     post_rots = np.empty((len(images), 3, 3), dtype=np.float32)  # (N, 3, 3)
     post_trans = np.empty((len(images), 3), dtype=np.float32)  # (N, 3)
     for i, image in enumerate(images):
-        _check_image(image, f"images[{i}]")
+        check_image(image, f"images[{i}]")
         transform = image_transform(image.shape[:2], (in_h, in_w))
         imgs[i] = normalise_bgr(resize_and_crop(image, transform))
         post_rots[i] = transform.post_rot

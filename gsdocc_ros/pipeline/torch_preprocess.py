@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gsdocc_ros.pipeline.preprocess import ImageTransform, _check_image, _check_size, image_transform, normalise_bgr
+from gsdocc_ros.pipeline.preprocess import ImageTransform, check_image, check_size, image_transform, normalise_bgr
 
 
 def normalisation_table(device: torch.device | str = "cpu") -> Tensor:
@@ -60,7 +60,7 @@ class TorchPreprocessor:
     """Callable doing ``preprocess_images`` on ``device``: uint8 RGB images in, the network's input tensor out."""
 
     def __init__(self, input_hw: Sequence[int], device: torch.device | str = "cpu") -> None:
-        self.input_hw = _check_size(input_hw, "input_hw")
+        self.input_hw = check_size(input_hw, "input_hw")
         self.device = torch.device(device)
         self._table = normalisation_table(self.device)  # (768,)
         self._offsets = torch.arange(3, device=self.device).view(1, 3, 1, 1) * 256  # [1,3,1,1] B, G, R
@@ -87,7 +87,7 @@ class TorchPreprocessor:
             raise ValueError("images: expected at least one camera image, got none")
         groups: dict[tuple[int, int], list[int]] = {}
         for i, image in enumerate(images):
-            _check_image(image, f"images[{i}]")
+            check_image(image, f"images[{i}]")
             groups.setdefault(image.shape[:2], []).append(i)
         if self._out is None or self._out.shape[0] != len(images):
             self._out = torch.empty(len(images), 3, in_h, in_w, dtype=torch.float32, device=self.device)
