@@ -26,7 +26,7 @@ from gsdocc_ros.pipeline.frames import CAMERA_NAMES  # noqa: E402
 from gsdocc_ros.pipeline.geometry import ego_motion  # noqa: E402
 from gsdocc_ros.pipeline.grid import CLASS_NAMES, FREE_INDEX  # noqa: E402
 from gsdocc_ros.pipeline.runner import OccupancyRunner, RunnerConfig, load_model  # noqa: E402
-from gsdocc_ros.ros.conversions import grid_from_message, stamp_to_ns  # noqa: E402
+from gsdocc_ros.ros.conversions import grid_from_message  # noqa: E402
 from gsdocc_ros.ros.node import OccupancyNode  # noqa: E402
 
 from ros_feeder import NodeHarness, SampleFeeder, node_session, spin_until, wait_for_subscribers  # noqa: E402
