@@ -1,10 +1,16 @@
-"""Small building blocks shared by the image encoder, depth net, BEV encoder, fusion and head."""
+"""Small building blocks shared by the image encoder, depth net, view transform, BEV encoder, fusion and head."""
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 _BATCH_NORMS: dict[int, type[nn.Module]] = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+
+
+def inverse(matrices: Tensor) -> Tensor:
+    """torch.inverse without its singularity check, which reads a flag back from the device (a sync on CUDA)."""
+    return torch.linalg.inv_ex(matrices).inverse
 
 
 def conv_bn_relu(conv: nn.Module) -> nn.Sequential:

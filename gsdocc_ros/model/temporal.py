@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gsdocc_ros.model.config import GridConfig
+from gsdocc_ros.model.layers import inverse
 
 
 class TemporalCache:
@@ -103,8 +104,8 @@ def warp_history(history: Tensor, curr_to_prev_ego: Tensor, bda_prev: Tensor, bd
     """
     B, _, Y, X = history.shape
     feat2bev = feat_to_bev(grid, history.device)
-    flow = (torch.linalg.inv(feat2bev) @ bda_prev.double() @ curr_to_prev_ego.double()
-            @ torch.linalg.inv(bda_curr.double()) @ feat2bev).float()  # [B,4,4] current index -> previous index
+    flow = (inverse(feat2bev) @ bda_prev.double() @ curr_to_prev_ego.double()
+            @ inverse(bda_curr.double()) @ feat2bev).float()  # [B,4,4] current index -> previous index
     iy, ix = torch.meshgrid(torch.arange(Y, dtype=torch.float32, device=history.device),
                             torch.arange(X, dtype=torch.float32, device=history.device), indexing="ij")
     ones = torch.ones_like(ix)

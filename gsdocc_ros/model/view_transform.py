@@ -5,13 +5,16 @@ splatted into a 100x100x8 grid of 0.8 m voxels with weight depth * context (a pl
 section 2.4). The splat is a sparse matrix product: for a fixed calibration, voxel v receives
 sum over pixels p of W[v, p] * context[p], where W[v, p] sums the depth probabilities of p's bins landing in v.
 The sparsity pattern of W (which the official code calls the ranks) is computed once per calibration and
-reused while the calibration tensors stay exactly equal; only W's values change per frame.
+reused while the calibration tensors stay exactly equal; only W's values change per frame. Building W needs
+data-dependent sizes (nonzero, unique), which block the host on a GPU; ``bev_pool_scatter`` instead adds every
+frustum point into its voxel with one ``index_add_`` of fixed size, the formulation the runner uses on CUDA.
 
 Legend: B batch, N cameras, C channels, D depth bins, H, W feature map, X, Y, Z voxels.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -20,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from gsdocc_ros.model.config import GridConfig, ModelConfig
+from gsdocc_ros.model.layers import inverse
 
 if TYPE_CHECKING:
     from gsdocc_ros.model.gsdocc import ModelInputs
@@ -48,9 +52,9 @@ def frustum_to_ego(frustum: Tensor, rots: Tensor, trans: Tensor, intrins: Tensor
         rots, trans, intrins, post_rots, post_trans, bda = (
             t.float() for t in (rots, trans, intrins, post_rots, post_trans, bda))
         points = frustum.float() - post_trans.view(batch, cams, 1, 1, 1, 3)  # (B, N, D, H, W, 3)
-        points = torch.inverse(post_rots).view(batch, cams, 1, 1, 1, 3, 3).matmul(points.unsqueeze(-1))  # (..., 3, 1)
+        points = inverse(post_rots).view(batch, cams, 1, 1, 1, 3, 3).matmul(points.unsqueeze(-1))  # (..., 3, 1)
         points = torch.cat([points[..., :2, :] * points[..., 2:3, :], points[..., 2:3, :]], dim=-2)  # (u d, v d, d)
-        combine = rots.matmul(torch.inverse(intrins))  # (B, N, 3, 3)
+        combine = rots.matmul(inverse(intrins))  # (B, N, 3, 3)
         points = combine.view(batch, cams, 1, 1, 1, 3, 3).matmul(points).squeeze(-1)  # (B, N, D, H, W, 3)
         points = points + trans.view(batch, cams, 1, 1, 1, 3)
         return bda.view(batch, 1, 1, 1, 1, 3, 3).matmul(points.unsqueeze(-1)).squeeze(-1)  # (B, N, D, H, W, 3)
@@ -87,20 +91,31 @@ class PoolIndices:
     """Shape of W."""
 
 
-def compute_pool_indices(points: Tensor, lower: Tensor, interval: Tensor, size_xyz: Tensor) -> PoolIndices:
+def voxel_ranks(points: Tensor, lower: Tensor, interval: Tensor, size_xyz: tuple[int, int, int]
+                ) -> tuple[Tensor, Tensor]:
+    """Voxel rank ((b*Y + iy)*X + ix)*Z + iz of each frustum point (B, N, D, H, W, 3), and whether it is in the grid.
+
+    Both (B, N, D, H, W); the sizes are Python ints so that nothing is read back from the device.
+    """
+    size_x, size_y, size_z = size_xyz
+    ix, iy, iz = voxel_coords(points, lower, interval).unbind(dim=-1)  # (B, N, D, H, W) each
+    inside = (ix >= 0) & (ix < size_x) & (iy >= 0) & (iy < size_y) & (iz >= 0) & (iz < size_z)
+    b = torch.arange(points.shape[0], device=points.device).view(-1, 1, 1, 1, 1)
+    return ((b * size_y + iy) * size_x + ix) * size_z + iz, inside
+
+
+def compute_pool_indices(points: Tensor, lower: Tensor, interval: Tensor, size_xyz: tuple[int, int, int]
+                         ) -> PoolIndices:
     """Voxelise frustum points (B, N, D, H, W, 3) and build W's sparsity pattern (kept: 0 <= index < size)."""
     batch, cams, depth_bins, height, width, _ = points.shape
-    size_x, size_y, size_z = (int(s) for s in size_xyz)
-    coords = voxel_coords(points, lower, interval).view(-1, 3)  # (B*N*D*H*W, 3)
-    kept = ((coords >= 0) & (coords < size_xyz)).all(dim=1)  # (B*N*D*H*W,)
-    depth_index = kept.nonzero().squeeze(1)  # (K,)
-    ix, iy, iz = coords[depth_index].unbind(dim=1)  # (K,) each
+    ranks, inside = voxel_ranks(points, lower, interval, size_xyz)
+    depth_index = inside.view(-1).nonzero().squeeze(1)  # (K,)
+    voxel = ranks.view(-1)[depth_index]  # (K,)
     camera = depth_index // (depth_bins * height * width)  # (K,) flat (b, n)
-    voxel = ((camera // cams * size_y + iy) * size_x + ix) * size_z + iz  # (K,)
     pixel = camera * (height * width) + depth_index % (height * width)  # (K,)
     num_pixels = batch * cams * height * width
     pairs, pair_index = torch.unique(voxel * num_pixels + pixel, return_inverse=True)  # (P,), (K,)
-    num_voxels = batch * size_y * size_x * size_z
+    num_voxels = batch * math.prod(size_xyz)
     crow = torch.zeros(num_voxels + 1, dtype=torch.long, device=points.device)
     crow[1:] = torch.bincount(pairs // num_pixels, minlength=num_voxels).cumsum(0)
     return PoolIndices(crow=crow, col=pairs % num_pixels, depth_index=depth_index, pair_index=pair_index,
@@ -125,6 +140,28 @@ def bev_pool(depth: Tensor, context: Tensor, indices: PoolIndices, size_xyz: tup
         feats = context.float().permute(0, 1, 3, 4, 2).reshape(-1, channels)  # (B*N*H*W, C)
         out = splat @ feats  # (B*Y*X*Z, C)
     return out.view(batch, size_y, size_x, size_z, channels).permute(0, 4, 1, 2, 3)  # (B, C, Y, X, Z)
+
+
+def bev_pool_scatter(depth: Tensor, context: Tensor, points: Tensor, lower: Tensor, interval: Tensor,
+                     size_xyz: tuple[int, int, int]) -> Tensor:
+    """Splat with a fixed-size scatter: no data-dependent shapes, so no host-device sync on CUDA.
+
+    depth (B,N,D,H,W), context (B,N,C,H,W), points (B,N,D,H,W,3) key-ego metres -> (B,C,Y,X,Z) float32 sums, a
+    permuted view like ``bev_pool``'s. Points outside the grid go to one extra voxel that is dropped. Holds a
+    (B*N*D*H*W, C) float32 product for a moment (119 MB at 256x704).
+    """
+    batch, cams, depth_bins, height, width = depth.shape
+    channels = context.shape[2]
+    size_x, size_y, size_z = size_xyz
+    num_voxels = batch * size_y * size_x * size_z
+    with torch.autocast(device_type=depth.device.type, enabled=False):
+        ranks, inside = voxel_ranks(points, lower, interval, size_xyz)
+        voxel = torch.where(inside, ranks, num_voxels)  # (B, N, D, H, W), outside -> the extra voxel
+        feats = context.float().permute(0, 1, 3, 4, 2).reshape(batch * cams, 1, height * width, channels)
+        weighted = depth.float().reshape(batch * cams, depth_bins, height * width, 1) * feats  # (B*N, D, H*W, C)
+        out = torch.zeros(num_voxels + 1, channels, dtype=torch.float32, device=depth.device)
+        out.index_add_(0, voxel.reshape(-1), weighted.reshape(-1, channels))  # (B*Y*X*Z + 1, C)
+    return out[:-1].view(batch, size_y, size_x, size_z, channels).permute(0, 4, 1, 2, 3)  # (B, C, Y, X, Z)
 
 
 def bev_pool_reference(depth: Tensor, context: Tensor, points: Tensor, grid: GridConfig) -> Tensor:
@@ -156,6 +193,8 @@ class LSSViewTransform(nn.Module):
 
     ``use_index_cache`` (default True) reuses W's pattern while the calibration is exactly unchanged; the
     counters ``index_cache_hits``/``index_cache_misses`` count look-ups (none while the cache is off).
+    ``sync_free`` (default False) splats with ``bev_pool_scatter`` instead and keeps no pattern: slower on a CPU,
+    but it never blocks the host on a GPU, where the runner turns it on.
     Keep this module in float32 (use autocast for reduced precision): dx and bx define the voxel boundaries.
     """
 
@@ -166,7 +205,9 @@ class LSSViewTransform(nn.Module):
         self.bx = nn.Parameter(torch.tensor([lo + step / 2.0 for lo, _, step in axes]), requires_grad=False)
         self.nx = nn.Parameter(torch.tensor(cfg.grid.size, dtype=torch.long), requires_grad=False)
         self.register_buffer("frustum", create_frustum(cfg), persistent=False)  # (D, H, W, 3)
+        self.size_xyz = cfg.grid.size  # (X, Y, Z) as Python ints: shapes must not be read back from the device
         self.use_index_cache = True
+        self.sync_free = False
         self.index_cache_hits = 0
         self.index_cache_misses = 0
         self._cache_key: tuple[Tensor, ...] | None = None
@@ -177,13 +218,17 @@ class LSSViewTransform(nn.Module):
         """Key-ego coordinates (B, N, D, H, W, 3) of this module's frustum for one calibration."""
         return frustum_to_ego(self.frustum, rots, trans, intrins, post_rots, post_trans, bda)
 
+    def lower(self) -> Tensor:
+        """(3,) the grid's lower corner in metres, (-40, -40, -1) for Occ3D."""
+        return self.bx - self.dx / 2.0
+
     def pool_indices(self, rots: Tensor, trans: Tensor, intrins: Tensor, post_rots: Tensor, post_trans: Tensor,
                      bda: Tensor) -> PoolIndices:
         """W's sparsity pattern for a calibration: from the cache when every tensor is exactly unchanged."""
         calibration = (rots, trans, intrins, post_rots, post_trans, bda)
-        lower = self.bx - self.dx / 2.0  # (3,) grid corner, (-40, -40, -1)
+        lower = self.lower()
         if not self.use_index_cache:
-            return compute_pool_indices(self.points(*calibration), lower, self.dx, self.nx)
+            return compute_pool_indices(self.points(*calibration), lower, self.dx, self.size_xyz)
         key = tuple(t.detach() for t in (*calibration, self.dx, self.bx, self.nx))
         if self._cache_key is not None and all(
                 a.shape == b.shape and a.dtype == b.dtype and a.device == b.device and torch.equal(a, b)
@@ -191,7 +236,7 @@ class LSSViewTransform(nn.Module):
             self.index_cache_hits += 1
             return self._cache_indices  # type: ignore[return-value]
         self.index_cache_misses += 1
-        self._cache_indices = compute_pool_indices(self.points(*calibration), lower, self.dx, self.nx)
+        self._cache_indices = compute_pool_indices(self.points(*calibration), lower, self.dx, self.size_xyz)
         self._cache_key = tuple(t.clone() for t in key)
         return self._cache_indices
 
@@ -207,7 +252,9 @@ class LSSViewTransform(nn.Module):
         _check_shape(inputs.bda, (batch, 3, 3), "inputs.bda")
         _check_shape(depth, (batch, cams, depth_bins, height, width), "depth")
         _check_shape(context, (batch, cams, None, height, width), "context")
-        indices = self.pool_indices(inputs.rots, inputs.trans, inputs.intrins, inputs.post_rots,
-                                    inputs.post_trans, inputs.bda)
-        size_xyz = tuple(int(s) for s in self.nx)
-        return bev_pool(depth, context, indices, size_xyz).to(context.dtype)  # (B, C, Y, X, Z)
+        calibration = (inputs.rots, inputs.trans, inputs.intrins, inputs.post_rots, inputs.post_trans, inputs.bda)
+        if self.sync_free:
+            out = bev_pool_scatter(depth, context, self.points(*calibration), self.lower(), self.dx, self.size_xyz)
+        else:
+            out = bev_pool(depth, context, self.pool_indices(*calibration), self.size_xyz)
+        return out.to(context.dtype)  # (B, C, Y, X, Z)

@@ -29,12 +29,14 @@ from gsdocc_ros.pipeline.frames import CameraFrame
 from gsdocc_ros.pipeline.geometry import ego_motion, invert_transform
 from gsdocc_ros.pipeline.grid import OCC3D_GEOMETRY, GridGeometry, OccupancyGrid
 from gsdocc_ros.pipeline.preprocess import image_transform, preprocess_images
+from gsdocc_ros.pipeline.staging import Uploader
 from gsdocc_ros.pipeline.torch_preprocess import TorchPreprocessor
 
 LOGGER = logging.getLogger(__name__)
 
 CADENCES = ("keyframe", "every_frame")
 PREPROCESSORS = ("auto", "pillow", "torch")
+SPLATS = ("auto", "indices", "scatter")
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -67,6 +69,10 @@ class RunnerConfig:
     two uint8 levels of Pillow (pipeline.torch_preprocess); auto: torch on CUDA, pillow on CPU."""
     channels_last: bool = True
     """Store the conv weights channels-last (pipeline.acceleration): faster on CPU, same values."""
+    splat: str = "auto"
+    """BEV pooling: indices, a sparse product whose indices are cached per calibration (fastest on a CPU, but
+    building them reads sizes back from the device); scatter, one fixed-size index_add that never makes the host
+    wait for a GPU (model.view_transform.bev_pool_scatter); auto: scatter on CUDA, indices on CPU."""
 
     def __post_init__(self) -> None:
         if self.cadence not in CADENCES:
@@ -75,6 +81,8 @@ class RunnerConfig:
             raise ValueError(f"precision: expected one of {tuple(PRECISIONS)}, got {self.precision!r}")
         if self.preprocess not in PREPROCESSORS:
             raise ValueError(f"preprocess: expected one of {PREPROCESSORS}, got {self.preprocess!r}")
+        if self.splat not in SPLATS:
+            raise ValueError(f"splat: expected one of {SPLATS}, got {self.splat!r}")
         for name in ("history_step_s", "max_gap_s", "max_jump_m"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}: expected a positive number, got {getattr(self, name)!r}")
@@ -153,12 +161,15 @@ class OccupancyRunner:
         if config.channels_last:
             to_channels_last(self.model)
         configure_backend(self.device)
+        on_cuda = self.device.type == "cuda"
+        self.model.forward_projection.sync_free = config.splat == "scatter" or (config.splat == "auto" and on_cuda)
         self.model_config: ModelConfig = model.cfg
         self.geometry = geometry
         self.source = source
         self.cache = TemporalCache(self.model_config.history_frames, self.model_config.grid)
         self._bda = torch.eye(3, device=self.device)[None]  # [1,3,3] no BEV augmentation at test time
-        on_device = config.preprocess == "torch" or (config.preprocess == "auto" and self.device.type == "cuda")
+        self._upload = Uploader(self.device)  # the step's host data goes up through buffers made once
+        on_device = config.preprocess == "torch" or (config.preprocess == "auto" and on_cuda)
         # the on-device preprocessing, or None for the exact Pillow path on the host
         self.preprocessor = TorchPreprocessor(self.model_config.image.input_size, self.device) if on_device else None
         self._last_stamp_ns: int | None = None
@@ -243,12 +254,16 @@ class OccupancyRunner:
         inputs = self.prepare_inputs(frames)
         t1 = time.perf_counter()
         with torch.inference_mode(), self._autocast():
-            logits = self.model(inputs, self.cache, torch.as_tensor(motion, device=self.device)[None],
+            logits = self.model(inputs, self.cache, self._upload("motion", motion)[None],
                                 start_of_sequence=start, commit=commit, elapsed_steps=elapsed)
             labels, confidence = logits_to_labels(logits.float())  # [1,X,Y,Z]
-            labels_np = labels[0].cpu().numpy()  # the one device -> host copy the step needs
-            confidence_np = ((confidence[0] * 255).round().to(torch.uint8).cpu().numpy()
-                             if self.config.confidence else None)
+            if self.config.confidence:
+                result = torch.stack([labels[0], (confidence[0] * 255).round().to(torch.uint8)])  # [2,X,Y,Z]
+            else:
+                result = labels  # [1,X,Y,Z]
+            result_np = result.cpu().numpy()  # the one device -> host copy (and wait) of the step
+            labels_np = result_np[0]
+            confidence_np = result_np[1] if self.config.confidence else None
         t2 = time.perf_counter()
         grid = OccupancyGrid(labels=labels_np, stamp_ns=stamp_ns, geometry=self.geometry, confidence=confidence_np,
                              camera_mask=self.camera_mask(frames) if self.config.camera_mask else None)
@@ -270,16 +285,17 @@ class OccupancyRunner:
             imgs, post_rots, post_trans = preprocess_images(images, self.model_config.image.input_size)
         else:
             imgs, post_rots, post_trans = self.preprocessor(images)  # imgs [N,3,H,W] already on the device
-        cam_to_ego = np.stack([f.cam_to_ego for f in frames]).astype(np.float32)  # [N,4,4]
-        intrins = np.stack([f.intrinsics for f in frames]).astype(np.float32)  # [N,3,3]
-
-        def put(array: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(array))[None].to(self.device, non_blocking=True)
-
-        device_imgs = imgs[None] if isinstance(imgs, torch.Tensor) else put(imgs)  # [1,N,3,H,W]
-        return ModelInputs(imgs=device_imgs, rots=put(cam_to_ego[:, :3, :3]), trans=put(cam_to_ego[:, :3, 3]),
-                           intrins=put(intrins), post_rots=put(post_rots), post_trans=put(post_trans),
-                           bda=self._bda)
+        device_imgs = imgs if isinstance(imgs, torch.Tensor) else self._upload("imgs", imgs)  # [N,3,H,W]
+        count = len(frames)
+        calibration = self._upload("calibration", np.concatenate([  # [N,37] float64: one upload for all of it
+            np.stack([f.cam_to_ego for f in frames]).reshape(count, 16), np.stack([f.intrinsics for f in frames])
+            .reshape(count, 9), post_rots.reshape(count, 9), post_trans.reshape(count, 3)], axis=1))
+        cam_to_ego, intrins, post_rots_t, post_trans_t = (
+            part.float()[None] for part in calibration.split((16, 9, 9, 3), dim=1))  # float32 [1,N,k] each
+        cam_to_ego = cam_to_ego.view(1, count, 4, 4)
+        return ModelInputs(imgs=device_imgs[None], rots=cam_to_ego[:, :, :3, :3].contiguous(),
+                           trans=cam_to_ego[:, :, :3, 3].contiguous(), intrins=intrins.view(1, count, 3, 3),
+                           post_rots=post_rots_t.view(1, count, 3, 3), post_trans=post_trans_t, bda=self._bda)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         """Autocast context for fp16/bf16; a no-op for fp32."""

@@ -11,8 +11,8 @@ one level off, where a single float pass without the intermediate rounding would
 bound). The normalisation is a look-up into the float64-derived table of ``preprocess.normalise_bgr``, so it adds
 no error of its own.
 
-Cameras of one source size go through one batched call. The uint8 upload goes through a pinned host buffer
-when the device is CUDA; the staging buffers and the output are allocated once per source size and reused.
+Cameras of one source size go through one batched call. The uint8 upload goes through a ``staging.UploadBuffer``
+(pinned, asynchronous on CUDA); the staging buffers and the output are allocated once per source size and reused.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gsdocc_ros.pipeline.preprocess import ImageTransform, check_image, check_size, image_transform, normalise_bgr
+from gsdocc_ros.pipeline.staging import Uploader
 
 
 def normalisation_table(device: torch.device | str = "cpu") -> Tensor:
@@ -64,20 +65,8 @@ class TorchPreprocessor:
         self.device = torch.device(device)
         self._table = normalisation_table(self.device)  # (768,)
         self._offsets = torch.arange(3, device=self.device).view(1, 3, 1, 1) * 256  # [1,3,1,1] B, G, R
-        self._buffers: dict[tuple[int, ...], tuple[Tensor, Tensor, torch.cuda.Event | None]] = {}
+        self._upload = Uploader(self.device)
         self._out: Tensor | None = None
-
-    def _staging(self, count: int, src_h: int, src_w: int) -> tuple[Tensor, Tensor, torch.cuda.Event | None]:
-        """(host uint8 [n,H,W,3], device uint8 [n,H,W,3], copy-done event) for one source size; made once."""
-        key = (count, src_h, src_w)
-        if key not in self._buffers:
-            if self.device.type == "cuda":
-                host = torch.empty(count, src_h, src_w, 3, dtype=torch.uint8, pin_memory=True)
-                self._buffers[key] = (host, torch.empty_like(host, device=self.device), torch.cuda.Event())
-            else:
-                host = torch.empty(count, src_h, src_w, 3, dtype=torch.uint8, device=self.device)
-                self._buffers[key] = (host, host, None)
-        return self._buffers[key]
 
     def __call__(self, images: Sequence[np.ndarray]) -> tuple[Tensor, np.ndarray, np.ndarray]:
         """N HxWx3 uint8 RGB images -> (imgs float32 [N,3,H,W] BGR-normalised on the device, post_rots float32
@@ -95,21 +84,18 @@ class TorchPreprocessor:
         post_trans = np.empty((len(images), 3), dtype=np.float32)  # (N, 3)
         for (src_h, src_w), members in groups.items():
             transform = image_transform((src_h, src_w), (in_h, in_w))
-            host, device_buffer, copied = self._staging(len(members), src_h, src_w)
-            if copied is not None:
-                copied.synchronize()  # the previous upload from this pinned buffer has finished
+            staging = self._upload.buffer((src_h, src_w), (len(members), src_h, src_w, 3), torch.uint8)
+            host = staging.writable()  # (n, H, W, 3)
             for slot, i in enumerate(members):
-                host[slot].numpy()[...] = images[i]
-            if copied is not None:
-                device_buffer.copy_(host, non_blocking=True)
-                copied.record(torch.cuda.current_stream(self.device))
-            resized = resize_and_crop_torch(device_buffer.permute(0, 3, 1, 2), transform)  # [n,3,h,w] RGB bytes
+                host[slot] = images[i]
+            resized = resize_and_crop_torch(staging.upload().permute(0, 3, 1, 2), transform)  # [n,3,h,w] RGB bytes
             index = resized.flip(1).long() + self._offsets  # [n,3,h,w] flat table index, channels B, G, R
             normalised = self._table[index]  # [n,3,h,w]
             if len(members) == len(images):
                 self._out.copy_(normalised)
-            else:
-                self._out[torch.tensor(members, device=self.device)] = normalised
+            else:  # slice by slice: an index tensor would be an upload of its own
+                for slot, i in enumerate(members):
+                    self._out[i].copy_(normalised[slot])
             post_rots[members] = transform.post_rot
             post_trans[members] = transform.post_tran
         return self._out, post_rots, post_trans

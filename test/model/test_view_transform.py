@@ -131,35 +131,40 @@ def test_truncation_toward_zero() -> None:
     assert coords.tolist() == [[0, 0, 0], [-1, 50, 1], [99, 99, 7]]
     points = torch.tensor([[-40.5, -40.3, -1.5], [-41.0, -40.3, -1.5]]).view(1, 1, 1, 1, 2, 3)  # (B,N,D,H,W,3)
     depth, context = torch.tensor([0.25, 0.5]).view(1, 1, 1, 1, 2), torch.tensor([2.0, 3.0]).view(1, 1, 1, 1, 2)
-    indices = compute_pool_indices(points, lower, interval, torch.tensor([100, 100, 8]))
+    indices = compute_pool_indices(points, lower, interval, (100, 100, 8))
     out = bev_pool(depth, context, indices, (100, 100, 8))
     assert out[0, 0, 0, 0, 0] == 0.5 and out.count_nonzero() == 1  # only the first point, 0.25 * 2
     torch.testing.assert_close(out, bev_pool_reference(depth, context, points, ModelConfig().grid))
 
 
-def test_fast_pool_matches_reference_random() -> None:
-    """Random calibration (B=2, N=3, flips in bda) and features: the sparse splat equals the float64 loop."""
+@pytest.mark.parametrize("sync_free", [False, True], ids=["indices", "scatter"])
+def test_fast_pool_matches_reference_random(sync_free: bool) -> None:
+    """Random calibration (B=2, N=3, flips in bda) and features: both fast splats equal the float64 loop."""
     for seed in range(3):
         module, inputs, depth, context = random_case(seed, 2, 3)
+        module.sync_free = sync_free
         out = module(depth, context, inputs)
         assert out.shape == (2, 5, 100, 100, 8) and out.dtype == torch.float32
         expected = reference(module, depth, context, inputs, SMALL)
         assert expected.count_nonzero() > 1000
         torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    assert module.index_cache_misses == (0 if sync_free else 1)  # the scatter keeps no indices
     indices = module.pool_indices(*calibration(inputs))
     assert indices.col.numel() < indices.depth_index.numel()  # bins of one ray shared a voxel: pairs were merged
     assert int((indices.crow[1:] - indices.crow[:-1]).max()) >= 2  # and some voxel saw several pixels
 
 
 def test_fast_pool_matches_reference_real_calibration(shared_data: Path) -> None:
-    """Full 256x704 size with scene-0061's calibration: fast splat equals the reference."""
+    """Full 256x704 size with scene-0061's calibration: both fast splats equal the reference."""
     frame, _ = load_frame(shared_data, "scene-0061")
     cfg = ModelConfig()
     inputs = frame_inputs(frame, cfg)
     depth, context = random_features(torch.Generator().manual_seed(1), inputs, cfg, channels=8)
     module = LSSViewTransform(cfg)
-    torch.testing.assert_close(module(depth, context, inputs), reference(module, depth, context, inputs, cfg),
-                               rtol=1e-5, atol=1e-6)
+    expected = reference(module, depth, context, inputs, cfg)
+    torch.testing.assert_close(module(depth, context, inputs), expected, rtol=1e-5, atol=1e-6)
+    module.sync_free = True
+    torch.testing.assert_close(module(depth, context, inputs), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_index_cache() -> None:
