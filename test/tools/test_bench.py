@@ -66,6 +66,15 @@ def test_stage_times_and_rates(full: dict[str, Any]) -> None:
     assert "gsdocc bench --device cpu --precision fp32 --input-size 128x352" in full["command"]
 
 
+def test_host_syncs_are_audited(full: dict[str, Any]) -> None:
+    """On CPU the runner compares the cached calibration (9 tensors, free here): the audit names exactly that."""
+    syncs = full["host_syncs"]
+    assert full["config"]["splat"] == "indices" and syncs["audited_count"] == 9
+    assert [where.split(" at ")[0] for where in syncs["audited_ops"]] == ["equal"]
+    assert next(iter(syncs["audited_ops"])).split(" at ")[1].startswith("gsdocc_ros/model/view_transform.py:")
+    assert "cuda_sync_warnings" not in syncs
+
+
 def test_flops_are_counted(full: dict[str, Any]) -> None:
     """Per-stage FLOPs are positive and add up to the network total; the splat is charged as sparse."""
     flops = full["flops"]
@@ -97,13 +106,16 @@ def test_flop_count_is_repeatable_on_the_predicted_grid(shared_data: Path) -> No
 def test_ab_pairs(full: dict[str, Any]) -> None:
     """The four A/B pairs of the issue (plus preprocessing): ratios positive, outputs equal where they must be."""
     ab = full["ab"]
-    assert set(ab) == {"reparam_block", "bev_pool_indices", "jpeg_decoder", "markers", "preprocess"}
+    assert set(ab) == {"reparam_block", "bev_pool_indices", "bev_pool_scatter", "jpeg_decoder", "markers",
+                       "preprocess"}
     for name, pair in ab.items():
         _positive_stats(pair["baseline_ms"], 1)
         _positive_stats(pair["optimised_ms"], 1)
         assert pair["speedup"] == pytest.approx(pair["baseline_ms"]["median"] / pair["optimised_ms"]["median"]), name
     assert ab["reparam_block"]["rel_diff"] < 1e-5  # merged block = training form up to float rounding
     assert ab["bev_pool_indices"]["outputs_equal"] is True  # the cached pattern is the recomputed one
+    assert ab["bev_pool_scatter"]["max_abs_diff"] < 1e-4  # same sums in another order
+    assert ab["bev_pool_scatter"]["used_by_the_runner"] == "indices"  # on CPU
     assert ab["markers"]["outputs_equal"] is True and ab["markers"]["drawn_voxels"] == 39092
     assert ab["jpeg_decoder"]["max_abs_diff"] == 0  # simplejpeg (accurate settings) decodes like Pillow
     assert 0 < ab["preprocess"]["max_abs_diff_levels"] <= 2
