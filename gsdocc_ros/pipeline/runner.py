@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Hashable, Sequence
@@ -179,25 +180,39 @@ class OccupancyRunner:
         self._push_pose: np.ndarray | None = None
         self._sequence_id: Hashable | None = None
         self._reset_request: str | None = "first frame"
+        self._resets_requested = 0
+        self._lock = threading.Lock()  # the history decisions: wants() may run beside step() in the node
         self._mask_key: bytes | None = None
         self._mask: np.ndarray | None = None
 
     def reset(self, reason: str = "reset requested") -> None:
         """Drop the history: the next step starts a new sequence."""
-        self._reset_request = reason
+        with self._lock:
+            self._reset_request = reason
+            self._resets_requested += 1
 
     def wants(self, stamp_ns: int) -> bool:
-        """Whether a set stamped ``stamp_ns`` would be inferred (keyframe cadence skips the others)."""
-        self._observe(stamp_ns)
-        if self.config.cadence == "every_frame" or self._push_stamp_ns is None:
-            return True
-        return self._reset_reason(stamp_ns, None) is not None or self._on_cadence(stamp_ns)
+        """Whether a set stamped ``stamp_ns`` would be inferred (keyframe cadence skips the others).
+
+        Safe to call from another thread while ``step`` runs (the node prepares the next set meanwhile); it
+        then judges by the history before that step, so it may say yes to a set that ``step`` will skip.
+        """
+        with self._lock:
+            self._observe(stamp_ns)
+            if self.config.cadence == "every_frame" or self._push_stamp_ns is None:
+                return True
+            return self._reset_reason(stamp_ns, None) is not None or self._on_cadence(stamp_ns)
 
     def _observe(self, stamp_ns: int) -> None:
-        """Track the gaps between incoming set stamps (the camera rate decides the cadence's slack)."""
-        if self._seen_stamp_ns is not None and stamp_ns > self._seen_stamp_ns:
-            self._set_intervals.append(stamp_ns - self._seen_stamp_ns)
-        if stamp_ns != self._seen_stamp_ns:
+        """Track the gaps between incoming set stamps (the camera rate decides the cadence's slack).
+
+        A stamp up to max_gap_s older than the newest seen is a late look at an earlier set (``step`` after
+        ``wants`` of a newer one) and changes nothing; further back, time restarted (a bag loop): follow it.
+        """
+        seen = self._seen_stamp_ns
+        if seen is not None and stamp_ns > seen:
+            self._set_intervals.append(stamp_ns - seen)
+        if seen is None or stamp_ns > seen or seen - stamp_ns > self.config.max_gap_s * 1e9:
             self._seen_stamp_ns = stamp_ns
 
     def _on_cadence(self, stamp_ns: int) -> bool:
@@ -231,23 +246,26 @@ class OccupancyRunner:
         evaluation the keyframe's LIDAR_TOP pose as the official code does (the two differ by ~15 ms of motion).
         """
         ego2global = np.asarray(ego2global, dtype=np.float64)
-        self._observe(stamp_ns)
-        reason = self._reset_reason(stamp_ns, sequence_id)
-        if reason is None:
-            assert self._push_pose is not None
-            motion = ego_motion(self._push_pose, ego2global)
-            jump = float(np.linalg.norm(motion[:3, 3]))
-            if jump > self.config.max_jump_m:
-                reason = f"ego moved {jump:.1f} m since the last history step (max_jump_m {self.config.max_jump_m})"
-        if reason is None and self.config.cadence == "keyframe" and not self._on_cadence(stamp_ns):
-            return None
-        start = reason is not None
-        if start:
-            motion = ego_motion(ego2global, ego2global)  # inv(E) @ E, as the official loader passes
-            commit, elapsed = True, 1.0
-        else:
-            commit = self._on_cadence(stamp_ns)
-            elapsed = 1.0 if commit else (stamp_ns - self._push_stamp_ns) / 1e9 / self.config.history_step_s
+        with self._lock:
+            self._observe(stamp_ns)
+            resets = self._resets_requested
+            reason = self._reset_reason(stamp_ns, sequence_id)
+            if reason is None:
+                assert self._push_pose is not None
+                motion = ego_motion(self._push_pose, ego2global)
+                jump = float(np.linalg.norm(motion[:3, 3]))
+                if jump > self.config.max_jump_m:
+                    reason = (f"ego moved {jump:.1f} m since the last history step "
+                              f"(max_jump_m {self.config.max_jump_m})")
+            if reason is None and self.config.cadence == "keyframe" and not self._on_cadence(stamp_ns):
+                return None
+            start = reason is not None
+            if start:
+                motion = ego_motion(ego2global, ego2global)  # inv(E) @ E, as the official loader passes
+                commit, elapsed = True, 1.0
+            else:
+                commit = self._on_cadence(stamp_ns)
+                elapsed = 1.0 if commit else (stamp_ns - self._push_stamp_ns) / 1e9 / self.config.history_step_s
 
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -270,11 +288,13 @@ class OccupancyRunner:
         t3 = time.perf_counter()
         timings.update(preprocess=(t1 - t0) * 1e3, network=(t2 - t1) * 1e3, postprocess=(t3 - t2) * 1e3)
 
-        self._last_stamp_ns = stamp_ns
-        self._sequence_id = sequence_id
-        if commit:
-            self._push_stamp_ns, self._push_pose = stamp_ns, ego2global
-        self._reset_request = None
+        with self._lock:
+            self._last_stamp_ns = stamp_ns
+            self._sequence_id = sequence_id
+            if commit:
+                self._push_stamp_ns, self._push_pose = stamp_ns, ego2global
+            if self._resets_requested == resets:  # a reset requested during this step holds for the next one
+                self._reset_request = None
         return StepResult(grid=grid, start_of_sequence=start, reset_reason=reason, committed=commit,
                           curr_to_prev_ego=motion, elapsed_steps=elapsed, timings_ms=timings)
 

@@ -1,17 +1,20 @@
 """The GSD-OCC occupancy node: six cameras and tf in, semantic voxel grids and RViz markers out.
 
-Callbacks only collect: the synchroniser hands complete camera sets to a one-slot mailbox (the
-newest set wins, overwritten sets are counted), and a worker thread decodes, looks up tf at the
-image stamps, runs the ROS-free OccupancyRunner and publishes. Nothing here blocks the executor.
+Callbacks only collect: the synchroniser hands complete camera sets to a ``pipeline.prefetch.Prefetcher``.
+Its prepare thread decodes the six images (in parallel) and looks up tf at the image stamps while its
+inference thread runs the ROS-free OccupancyRunner on the previous set and publishes; each keeps only the
+newest set (overwritten sets are counted). Nothing here blocks the executor.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +34,7 @@ from visualization_msgs.msg import MarkerArray
 
 from gsdocc_ros.msg import SemanticVoxelGrid
 from gsdocc_ros.pipeline.frames import CameraFrame
+from gsdocc_ros.pipeline.prefetch import Prefetcher
 from gsdocc_ros.pipeline.runner import OccupancyRunner, StepResult, load_model
 from gsdocc_ros.model.config import ModelConfig
 from gsdocc_ros.ros import compat
@@ -57,6 +61,17 @@ class _CameraSet:
     received: float
 
 
+@dataclass
+class _PreparedSet:
+    """A camera set ready for the network: decoded frames, ego pose and stamp, and how long preparing took."""
+
+    frames: list[CameraFrame]
+    ego2global: np.ndarray
+    stamp_ns: int
+    received: float
+    prepare_ms: float
+
+
 class OccupancyNode(Node):
     """Runs GSD-OCC on synchronised surround cameras, with ego motion from tf at the image stamps."""
 
@@ -78,9 +93,12 @@ class OccupancyNode(Node):
         self.stage_ms: dict[str, float] = {}
         self.latency_ms = float("nan")
         self._camera_info: dict[str, CameraInfo] = {}
-        self._lock = threading.Condition()
-        self._pending: _CameraSet | None = None
         self._stop = threading.Event()
+        self._counter_lock = threading.Lock()
+        self._decoders = ThreadPoolExecutor(max_workers=min(len(p.cameras), os.cpu_count() or 1),
+                                            thread_name_prefix="gsdocc-decode")
+        self.prefetcher: Prefetcher[_CameraSet, _PreparedSet] = Prefetcher(
+            self._prepare, self._infer, self._on_error, on_drop=lambda stage: self._count("sets_dropped_busy"))
         self._last_stamp_ns: int | None = None
         self._reported: dict[str, int] = {}
 
@@ -101,8 +119,7 @@ class OccupancyNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.create_timer(p.diagnostics_period_s, self._publish_diagnostics)
-        self._worker = threading.Thread(target=self._work, name="gsdocc-inference", daemon=True)
-        self._worker.start()
+        self.prefetcher.start()
 
     # -- parameters ---------------------------------------------------------------------------------------
     def _declare_parameters(self) -> NodeParams:
@@ -129,72 +146,73 @@ class OccupancyNode(Node):
         self._camera_info[camera] = msg
 
     def _on_set(self, *images: Image | CompressedImage) -> None:
-        """A complete set from the synchroniser: replace whatever the worker has not taken yet."""
-        with self._lock:
-            self.counters["sets_in"] += 1
-            if self._pending is not None:
-                self.counters["sets_dropped_busy"] += 1
-            self._pending = _CameraSet(images=images, received=time.monotonic())
-            self._lock.notify()
+        """A complete set from the synchroniser: replaces whatever the prepare thread has not taken yet."""
+        self._count("sets_in")
+        self.prefetcher.submit(_CameraSet(images=images, received=time.monotonic()))
+
+    def _count(self, counter: str) -> None:
+        """Raise one counter; the callbacks and both threads count, hence the lock."""
+        with self._counter_lock:
+            self.counters[counter] += 1
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         self.runner.reset("reset service called")
         response.success, response.message = True, "temporal cache will restart at the next camera set"
         return response
 
-    # -- worker ---------------------------------------------------------------------------------------------
-    def _work(self) -> None:
-        while not self._stop.is_set():
-            with self._lock:
-                self._lock.wait_for(lambda: self._pending is not None or self._stop.is_set(), timeout=0.5)
-                camera_set, self._pending = self._pending, None
-            if camera_set is None:
-                continue
-            try:
-                self._process(camera_set)
-            except SetRejected as rejected:
-                self.counters[rejected.counter] += 1
-                self.get_logger().warning(f"camera set skipped: {rejected}", throttle_duration_sec=5.0)
-            except torch.OutOfMemoryError as error:  # one set too big for the device: free, restart history, go on
-                self.counters["out_of_memory"] += 1
-                self.runner.reset("out of memory in the previous set")  # the cache may hold half that set
-                if self.runner.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                self.get_logger().error(f"camera set failed: out of memory on {self.runner.device}: {error}",
-                                        throttle_duration_sec=5.0)
-            except Exception as error:  # the node must survive any one bad set; the reason is reported
-                self.counters["errors"] += 1
-                self.get_logger().error(f"camera set failed: {type(error).__name__}: {error}",
-                                        throttle_duration_sec=5.0)
+    # -- the two threads ---------------------------------------------------------------------------------------
+    def _on_error(self, stage: str, error: Exception) -> None:
+        """A set that failed in ``stage``: count why and log it; the threads go on with the next set."""
+        if isinstance(error, SetRejected):
+            self._count(error.counter)
+            self.get_logger().warning(f"camera set skipped: {error}", throttle_duration_sec=5.0)
+        elif isinstance(error, torch.OutOfMemoryError):  # one set too big for the device: free, restart history
+            self._count("out_of_memory")
+            self.runner.reset("out of memory in the previous set")  # the cache may hold half that set
+            if self.runner.device.type == "cuda":
+                torch.cuda.empty_cache()
+            self.get_logger().error(f"camera set failed: out of memory on {self.runner.device}: {error}",
+                                    throttle_duration_sec=5.0)
+        else:  # the node must survive any one bad set; the reason is reported
+            self._count("errors")
+            self.get_logger().error(f"camera set failed in {stage}: {type(error).__name__}: {error}",
+                                    throttle_duration_sec=5.0)
 
-    def _process(self, camera_set: _CameraSet) -> None:
+    def _prepare(self, camera_set: _CameraSet) -> _PreparedSet | None:
+        """Prepare thread: cadence check, ego pose, decoded frames with their extrinsics; None when skipped."""
         p = self.params
         key = p.cameras.index(p.key_camera)
         stamps = [stamp_to_ns(msg.header.stamp) for msg in camera_set.images]
         key_stamp = stamps[key]
         if self._last_stamp_ns is not None and key_stamp < self._last_stamp_ns:
-            self.counters["time_jumps_back"] += 1
+            self._count("time_jumps_back")
             self.get_logger().warning(f"camera stamps went back {(self._last_stamp_ns - key_stamp) / 1e9:.3f} s "
                                       "(bag loop?): the temporal cache restarts")
         self._last_stamp_ns = key_stamp
         if not self.runner.wants(key_stamp):
-            self.counters["sets_skipped_cadence"] += 1
-            return
+            self._count("sets_skipped_cadence")
+            return None
         t0 = time.perf_counter()
+        images = [self._decoders.submit(compat.decode_image, msg) for msg in camera_set.images]  # in parallel
         ego2global = self._lookup(p.fixed_frame, p.ego_frame, key_stamp)
-        frames = [self._frame(camera, msg, stamp, key_stamp)
-                  for camera, msg, stamp in zip(p.cameras, camera_set.images, stamps)]
-        t1 = time.perf_counter()
-        result = self.runner.step(frames, ego2global, key_stamp)
-        if result is None:
-            self.counters["sets_skipped_cadence"] += 1
-            return
-        self._publish(result, camera_set, decode_ms=(t1 - t0) * 1e3)
+        frames = [self._frame(camera, msg, image, stamp, key_stamp)
+                  for camera, msg, image, stamp in zip(p.cameras, camera_set.images, images, stamps)]
+        return _PreparedSet(frames=frames, ego2global=ego2global, stamp_ns=key_stamp, received=camera_set.received,
+                            prepare_ms=(time.perf_counter() - t0) * 1e3)
 
-    def _frame(self, camera: str, msg: Image | CompressedImage, stamp: int, key_stamp: int) -> CameraFrame:
-        """Decode one image and attach its intrinsics and its camera -> key-ego extrinsics."""
+    def _infer(self, prepared: _PreparedSet) -> None:
+        """Inference thread: the network on a prepared set, then the messages."""
+        result = self.runner.step(prepared.frames, prepared.ego2global, prepared.stamp_ns)
+        if result is None:  # wants() judged before the previous step committed; step knows better
+            self._count("sets_skipped_cadence")
+            return
+        self._publish(result, prepared)
+
+    def _frame(self, camera: str, msg: Image | CompressedImage, decoded: Future[np.ndarray], stamp: int,
+               key_stamp: int) -> CameraFrame:
+        """One camera's decoded image with its intrinsics and its camera -> key-ego extrinsics."""
         try:
-            image = compat.decode_image(msg)
+            image = decoded.result()
         except compat.ImageDecodeError as error:
             raise SetRejected("decode_errors", f"{camera}: {error}") from None
         info = self._camera_info.get(camera)
@@ -218,7 +236,7 @@ class OccupancyNode(Node):
             raise SetRejected("image_size_mismatch", f"{camera}: image is {image_hw[1]}x{image_hw[0]} but its "
                                                      f"CameraInfo says {info_hw[1]}x{info_hw[0]} (not a uniform "
                                                      "resize, so the intrinsics cannot be adapted)")
-        self.counters["intrinsics_rescaled"] += 1
+        self._count("intrinsics_rescaled")
         self.get_logger().warning(f"{camera}: image {image_hw[1]}x{image_hw[0]} differs from CameraInfo "
                                   f"{info_hw[1]}x{info_hw[0]}; intrinsics rescaled by {sx:.4f}",
                                   throttle_duration_sec=30.0)
@@ -248,10 +266,10 @@ class OccupancyNode(Node):
             except ValueError as error:  # NaN or otherwise invalid transform
                 raise SetRejected("tf_invalid", f"tf {target} <- {source}: {error}") from None
 
-    def _publish(self, result: StepResult, camera_set: _CameraSet, decode_ms: float) -> None:
+    def _publish(self, result: StepResult, prepared: _PreparedSet) -> None:
         p = self.params
         if result.reset_reason:
-            self.counters["cache_resets"] += 1
+            self._count("cache_resets")
             self.get_logger().info(f"temporal cache reset: {result.reset_reason}")
         t0 = time.perf_counter()
         self.grid_pub.publish(grid_to_message(result.grid, p.ego_frame, self.runner.source))
@@ -261,16 +279,17 @@ class OccupancyNode(Node):
                 result.grid, p.ego_frame, lifetime_s=p.marker_lifetime_s, hidden_classes=p.marker_hidden_classes,
                 camera_visible_only=p.marker_camera_visible_only, max_voxels=p.marker_max_voxels))
         t2 = time.perf_counter()
-        self.counters["grids_out"] += 1
-        self.stage_ms = {"decode_and_tf": decode_ms, **result.timings_ms,
+        self._count("grids_out")
+        self.stage_ms = {"decode_and_tf": prepared.prepare_ms, **result.timings_ms,
                          "grid_message": (t1 - t0) * 1e3, "markers": (t2 - t1) * 1e3,
-                         "set_wait": (time.monotonic() - camera_set.received) * 1e3 - decode_ms
+                         "set_wait": (time.monotonic() - prepared.received) * 1e3 - prepared.prepare_ms
                          - sum(result.timings_ms.values()) - (t2 - t0) * 1e3}
         now_ns = self.get_clock().now().nanoseconds
         self.latency_ms = (now_ns - result.grid.stamp_ns) / 1e6
 
     def _publish_diagnostics(self) -> None:
-        counters = dict(self.counters)
+        with self._counter_lock:
+            counters = dict(self.counters)
         counters.update({f"sync_{k}": v for k, v in self.sync.counters().items()})
         self.diag_pub.publish(build_diagnostics(
             self.get_clock().now().to_msg(), self.get_fully_qualified_name(), self.stage_ms, self.latency_ms,
@@ -278,12 +297,11 @@ class OccupancyNode(Node):
         self._reported = counters
 
     def destroy_node(self) -> None:
-        """Let the worker finish the set in hand (a network forward cannot be interrupted), then tear down."""
-        if hasattr(self, "_worker"):  # not when start-up failed half-way (rclpy still destroys the node)
-            self._stop.set()
-            with self._lock:
-                self._lock.notify_all()
-            self._worker.join()
+        """Let the set in hand finish (a network forward cannot be interrupted), then tear down."""
+        if hasattr(self, "prefetcher"):  # not when start-up failed half-way (rclpy still destroys the node)
+            self._stop.set()  # ends a tf wait in the prepare thread
+            self.prefetcher.stop()
+            self._decoders.shutdown(cancel_futures=True)
         super().destroy_node()
 
 

@@ -105,6 +105,34 @@ def test_resets(model, sample, case: str, expected: str) -> None:
     assert not calm.start_of_sequence and calm.reset_reason is None
 
 
+def test_decisions_beside_a_running_step(model, sample, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the node's prepare thread does while a step runs: a reset asked meanwhile holds for the next step,
+    and stamps it judged ahead of the steps count once in the set rate."""
+    runner = make_runner(model)
+    t0 = sample.stamp_ns
+    runner.step(sample.frames, sample.key_ego2global, t0)
+    forward = type(model).forward
+
+    def forward_with_a_visitor(self, *args, **kwargs):
+        runner.reset("asked during a step")
+        assert runner.wants(t0 + 1000 * MS)  # the next keyframe, judged while this step runs
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(model), "forward", forward_with_a_visitor)
+    during = runner.step(sample.frames, sample.key_ego2global, t0 + 500 * MS)
+    monkeypatch.undo()
+    assert not during.start_of_sequence and during.committed  # the request came after its decision
+    after = runner.step(sample.frames, sample.key_ego2global, t0 + 1000 * MS)
+    assert after.start_of_sequence and after.reset_reason == "asked during a step"
+    assert list(runner._set_intervals) == [500 * MS, 500 * MS]  # t0+1000 seen twice, counted once
+
+    for stamp in (t0 + 1083 * MS, t0 + 1166 * MS):  # both judged before either step: the prepare thread ahead
+        runner.wants(stamp)
+    runner.step(sample.frames, sample.key_ego2global, t0 + 1083 * MS)
+    runner.step(sample.frames, sample.key_ego2global, t0 + 1166 * MS)
+    assert list(runner._set_intervals) == [500 * MS, 500 * MS, 83 * MS, 83 * MS]
+
+
 def test_grid_and_camera_mask(model, sample) -> None:
     runner = make_runner(model, camera_mask=True)
     result = runner.step(sample.frames, sample.key_ego2global, sample.stamp_ns)

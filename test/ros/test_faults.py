@@ -170,19 +170,6 @@ def test_clock_jumps_forward_by_minutes(harness: NodeHarness, steps: list[StepRe
         harness.tester.destroy_publisher(clock_pub)
 
 
-class _WorkerPaused:
-    """Holds the node's mailbox lock: the worker cannot take a set, as while it is busy with a long inference."""
-
-    def __init__(self, harness: NodeHarness) -> None:
-        self.lock = harness.node._lock
-
-    def __enter__(self) -> None:
-        self.lock.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.lock.release()
-
-
 def left_to_right_maxima(values: list[int]) -> int:
     """How many values are larger than every value before them."""
     count, best = 0, None
@@ -193,8 +180,8 @@ def left_to_right_maxima(values: list[int]) -> int:
 
 
 def test_out_of_order_burst(harness: NodeHarness) -> None:
-    """Eight 12 Hz sets arrive shuffled while the worker is busy: the synchroniser emits only sets newer than its
-    last (the others' messages counted as dropped), the mailbox keeps the newest, and its grid comes out."""
+    """Eight 12 Hz sets arrive shuffled while the node is busy: the synchroniser emits only sets newer than its
+    last (the others' messages counted as dropped), the hand-off keeps the newest, and its grid comes out."""
     base = harness.next_offset()
     offsets = [base + i * SET_PERIOD_NS for i in range(8)]
     order = random.Random(7).sample(range(8), 8)
@@ -202,7 +189,7 @@ def test_out_of_order_burst(harness: NodeHarness) -> None:
     assert 1 < emitted < 8  # the seed gives a real mix of fresh and stale sets
     sync_before, node_before = harness.node.sync.counters(), dict(harness.node.counters)
     grids = len(harness.grids)
-    with _WorkerPaused(harness):
+    with harness.node.prefetcher.paused():  # as while the threads are busy with a long inference
         for i in order:
             received = harness.node.sync.counters()["messages_in"]
             harness.feed.publish_set(offsets[i])
