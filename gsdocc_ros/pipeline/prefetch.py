@@ -56,7 +56,9 @@ class Prefetcher(Generic[Raw, Prepared]):
             thread.start()
 
     def submit(self, raw: Raw) -> None:
-        """Hand over a new input; it replaces one that has not started preparing."""
+        """Hand over a new input (not None); it replaces one that has not started preparing."""
+        if raw is None:
+            raise ValueError("Prefetcher.submit: the input is None (None marks an empty slot)")
         with self._cond:
             if self._raw is not None:
                 self._on_drop("raw")

@@ -8,13 +8,12 @@ newest set (overwritten sets are counted). Nothing here blocks the executor.
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,8 +94,7 @@ class OccupancyNode(Node):
         self._camera_info: dict[str, CameraInfo] = {}
         self._stop = threading.Event()
         self._counter_lock = threading.Lock()
-        self._decoders = ThreadPoolExecutor(max_workers=min(len(p.cameras), os.cpu_count() or 1),
-                                            thread_name_prefix="gsdocc-decode")
+        self._decoders = compat.decode_executor(len(p.cameras))
         self.prefetcher: Prefetcher[_CameraSet, _PreparedSet] = Prefetcher(
             self._prepare, self._infer, self._on_error, on_drop=lambda stage: self._count("sets_dropped_busy"))
         self._last_stamp_ns: int | None = None

@@ -28,9 +28,11 @@ import os
 import platform
 import resource
 import statistics
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +46,14 @@ from tqdm import tqdm
 from gsdocc_ros.model.config import ModelConfig
 from gsdocc_ros.model.reparam_conv3d import UniRepLKNetBlock
 from gsdocc_ros.pipeline.acceleration import compile_static_stages, to_channels_last
-from gsdocc_ros.pipeline.frames import load_sample_frames
+from gsdocc_ros.pipeline.frames import CameraFrame, load_sample_frames
 from gsdocc_ros.pipeline.grid import FREE_INDEX, OccupancyGrid
 from gsdocc_ros.pipeline.preprocess import IMAGE_STD_RGB, preprocess_images
 from gsdocc_ros.pipeline.host_sync import HostSyncAudit, cuda_sync_warnings
-from gsdocc_ros.pipeline.runner import PRECISIONS, SPLATS, OccupancyRunner, RunnerConfig, load_model
+from gsdocc_ros.pipeline.prefetch import Prefetcher
+from gsdocc_ros.pipeline.runner import PRECISIONS, SPLATS, OccupancyRunner, RunnerConfig, StepResult, load_model
 from gsdocc_ros.pipeline.torch_preprocess import TorchPreprocessor
-from gsdocc_ros.ros.compat import DEFAULT_JPEG_DECODER, decode_image
+from gsdocc_ros.ros.compat import DEFAULT_JPEG_DECODER, decode_executor, decode_image, decode_threads
 from gsdocc_ros.ros.conversions import grid_to_message
 from gsdocc_ros.ros.markers import build_markers, build_markers_cdr, build_markers_reference
 from gsdocc_ros.tools.cli import ToolError
@@ -276,6 +279,8 @@ class BenchSetup:
     """uint8 (X, Y, Z) labels the output messages are built from."""
     labels_source: str
     stamp_ns: int
+    decoders: ThreadPoolExecutor
+    """The node's image decoding threads (compat.decode_executor)."""
 
 
 def load_messages(scene: Path, cameras: dict[str, dict]) -> list[CompressedImage]:
@@ -288,19 +293,29 @@ def load_messages(scene: Path, cameras: dict[str, dict]) -> list[CompressedImage
     return messages
 
 
+def decoded_frames(setup: BenchSetup, decoder: str) -> tuple[list[CameraFrame], int]:
+    """The six images decoded side by side as the node does, in the sample's frames; the next keyframe stamp."""
+    images = list(setup.decoders.map(lambda msg: decode_image(msg, decoder), setup.messages))
+    setup.stamp_ns += round(setup.runner.config.history_step_s * 1e9)  # every run is a history step
+    return [dataclasses.replace(frame, image=image) for frame, image in zip(setup.frames, images)], setup.stamp_ns
+
+
+def output_grid(setup: BenchSetup, result: StepResult) -> OccupancyGrid:
+    """The step's grid with the bench's output labels (the real Occ3D scene unless --labels predicted)."""
+    return OccupancyGrid(labels=setup.output_labels, stamp_ns=result.grid.stamp_ns, geometry=result.grid.geometry,
+                         confidence=result.grid.confidence, camera_mask=result.grid.camera_mask)
+
+
 def run_step(setup: BenchSetup, clock: StageClock, decoder: str) -> float:
     """One camera set through decode, runner.step, message and markers; returns the whole step in ms."""
     runner = setup.runner
-    setup.stamp_ns += round(runner.config.history_step_s * 1e9)  # the next keyframe: every run is a history step
     synchronize(runner.device)
     start = time.perf_counter()
     with clock.stage("decode"):
-        images = [decode_image(msg, decoder) for msg in setup.messages]
-    frames = [dataclasses.replace(frame, image=image) for frame, image in zip(setup.frames, images)]
-    result = runner.step(frames, setup.ego2global, setup.stamp_ns)
+        frames, stamp_ns = decoded_frames(setup, decoder)
+    result = runner.step(frames, setup.ego2global, stamp_ns)
     middle = time.perf_counter()
-    grid = OccupancyGrid(labels=setup.output_labels, stamp_ns=result.grid.stamp_ns, geometry=result.grid.geometry,
-                         confidence=result.grid.confidence, camera_mask=result.grid.camera_mask)
+    grid = output_grid(setup, result)
     resume = time.perf_counter()
     with clock.stage("grid_message"):
         grid_to_message(grid, FRAME_ID, runner.source)
@@ -311,6 +326,46 @@ def run_step(setup: BenchSetup, clock: StageClock, decoder: str) -> float:
     clock.times["postprocess"] = result.timings_ms["network"] - network
     clock.times["grid"] = result.timings_ms["postprocess"]
     return (middle - start + end - resume) * 1e3
+
+
+def measure_pipelined(setup: BenchSetup, decoder: str, runs: int) -> dict[str, Any]:
+    """The node's arrangement (pipeline.prefetch): a set is decoded on the prepare thread while the previous one
+    is in the network, and a new set is always waiting, as from cameras faster than the network. Returns the
+    period between finished sets (the first one, which had nothing to overlap, is left out)."""
+    finished: list[float] = []
+    errors: list[Exception] = []
+    done = threading.Condition()
+
+    def infer(prepared: tuple[list[CameraFrame], int]) -> None:
+        prefetcher.submit(setup.messages)  # the next set has arrived
+        frames, stamp_ns = prepared
+        result = setup.runner.step(frames, setup.ego2global, stamp_ns)
+        grid = output_grid(setup, result)
+        grid_to_message(grid, FRAME_ID, setup.runner.source)
+        build_markers_cdr(grid, FRAME_ID, MARKER_LIFETIME_S)
+        with done:
+            finished.append(time.perf_counter())
+            done.notify_all()
+
+    def on_error(stage: str, error: Exception) -> None:
+        with done:
+            errors.append(error)
+            done.notify_all()
+
+    prefetcher: Prefetcher[list[CompressedImage], tuple[list[CameraFrame], int]] = Prefetcher(
+        lambda _: decoded_frames(setup, decoder), infer, on_error, name="gsdocc-bench")
+    prefetcher.start()
+    try:
+        prefetcher.submit(setup.messages)
+        with done:
+            done.wait_for(lambda: len(finished) > runs or errors)
+    finally:
+        prefetcher.stop()
+    if errors:
+        raise errors[0]
+    period = summarise([(b - a) * 1e3 for a, b in zip(finished, finished[1:])][:runs])
+    return {"period_ms": period, "fps": 1e3 / period["median"],
+            "what": "node arrangement: decode of set k+1 on the prepare thread during the network of set k"}
 
 
 def count_flops(setup: BenchSetup, clock: StageClock, decoder: str) -> dict[str, Any]:
@@ -406,6 +461,13 @@ def ab_pairs(setup: BenchSetup, clock: StageClock, args: argparse.Namespace, cfg
                    used_by_the_runner="scatter" if sync_free else "indices")
     pairs["bev_pool_scatter"] = scatter
 
+    pair = ab_pair(lambda: [decode_image(msg, args.decoder) for msg in setup.messages],
+                   lambda: list(setup.decoders.map(lambda msg: decode_image(msg, args.decoder), setup.messages)),
+                   runs, device)
+    pair.update(baseline="the six images one after the other", optimised=f"side by side on "
+                f"{decode_threads(len(setup.messages))} threads (compat.decode_executor)")
+    pairs["decode_threads"] = pair
+
     decode = {name: (lambda name=name: [decode_image(msg, name) for msg in setup.messages])
               for name in ("pillow", args.decoder)}
     pair = ab_pair(decode["pillow"], decode[args.decoder], runs, device)
@@ -441,7 +503,7 @@ def make_setup(runner: OccupancyRunner, scene: Path, labels: Path | None) -> Ben
     sample = load_sample_frames(scene)
     setup = BenchSetup(runner=runner, messages=load_messages(scene, sample.cameras), frames=sample.frames,
                        ego2global=sample.key_ego2global, output_labels=None, labels_source="predicted",
-                       stamp_ns=sample.stamp_ns)
+                       stamp_ns=sample.stamp_ns, decoders=decode_executor(len(sample.frames)))
     if labels is not None:
         with np.load(labels) as data:
             setup.output_labels = data["semantics"]
@@ -569,6 +631,11 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "memory": measured.memory,
         "host_syncs": host_syncs(setup, clock, args.decoder),
     }
+    with torch.inference_mode():
+        pipelined = measure_pipelined(setup, args.decoder, args.runs)
+    pipelined["node_overhead_ms"] = pipelined["period_ms"]["median"] - network["median"]
+    pipelined["node_overhead_fraction"] = pipelined["node_overhead_ms"] / pipelined["period_ms"]["median"]
+    result["pipelined"] = pipelined
     if not args.no_ab:
         with torch.inference_mode():
             result["ab"] = ab_pairs(setup, clock, args, cfg)
@@ -578,8 +645,10 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
 
 def targets(result: dict[str, Any], device: torch.device, precision: str) -> dict[str, Any]:
     """The issue's targets that apply to this device and precision, each with the measured value."""
+    pipelined = result["pipelined"]["node_overhead_fraction"]
     out: dict[str, Any] = {"node_overhead_at_most_5pct": {"value": result["node_overhead_fraction"],
-                                                         "met": result["node_overhead_fraction"] <= 0.05}}
+                                                         "met": result["node_overhead_fraction"] <= 0.05},
+                           "node_overhead_at_most_5pct_pipelined": {"value": pipelined, "met": pipelined <= 0.05}}
     if device.type == "cpu":
         fraction = result["flop_rate"]["fraction"]
         out["flop_rate_at_least_half_of_matmul"] = {"value": fraction, "met": fraction >= 0.5}
@@ -623,6 +692,10 @@ def format_table(result: dict[str, Any]) -> str:
     flops, rate, memory = result["flops"], result["flop_rate"], result["memory"]
     lines.append(f"FPS {result['fps']:.3f} (network alone {result['network_fps']:.3f}); node overhead "
                  f"{result['node_overhead_ms']:.1f} ms = {100 * result['node_overhead_fraction']:.1f} % of the step")
+    pipelined = result["pipelined"]
+    lines.append(f"as the node runs it (decode of the next set during the network): one set every "
+                 f"{pipelined['period_ms']['median']:.1f} ms ({pipelined['fps']:.3f} FPS), node overhead "
+                 f"{pipelined['node_overhead_ms']:.1f} ms = {100 * pipelined['node_overhead_fraction']:.1f} %")
     lines.append(f"network {flops['network'] / 1e9:.1f} GFLOP, achieved {rate['achieved_gflops']:.1f} GFLOP/s; "
                  f"{rate['matmul']['dtype']}{' (TF32)' if rate['matmul']['tf32'] else ''} "
                  f"{rate['matmul']['size']}^2 matmul {rate['matmul']['gflops']:.1f} GFLOP/s; "

@@ -106,6 +106,16 @@ def test_errors_and_skips_do_not_stop_the_threads() -> None:
     assert recorder.inferred == [40]  # 0 was skipped by prepare, quietly
 
 
+def test_none_is_refused() -> None:
+    prefetcher = Prefetcher(lambda item: item, lambda item: None, on_error=lambda stage, error: None)
+    try:
+        prefetcher.submit(None)
+    except ValueError as error:
+        assert "None" in str(error)
+    else:
+        raise AssertionError("submit(None) was accepted")
+
+
 def test_preparation_waits_until_the_inference_is_about_to_end() -> None:
     prefetcher = Prefetcher(lambda item: item, lambda item: None, on_error=lambda stage, error: None)
     prefetcher.infer_s, prefetcher.prepare_s = 9.0, 0.5
