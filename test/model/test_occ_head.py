@@ -35,6 +35,7 @@ def test_head_lift_is_an_outer_product_along_height() -> None:
     voxels = lift_to_voxels(semantic, height)
     assert voxels.shape == (1, 3, 4, 5, 7)
     assert voxels[0, 2, 1, 3, 6] == semantic[0, 2, 1, 3] * height[0, 6, 1, 3]
+    assert voxels.is_contiguous(memory_format=torch.channels_last_3d)  # the layout of the convolutions after it
 
 
 @pytest.mark.parametrize("index,bad,name", [(0, torch.zeros(1, 128, Y, X), "img_bev_feat"),
