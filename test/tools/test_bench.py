@@ -65,7 +65,7 @@ def test_stage_times_and_rates(full: dict[str, Any]) -> None:
                                     "flop_rate_at_least_half_of_matmul", "no_growth_over_runs"}
     pipelined = full["pipelined"]
     _positive_stats(pipelined["period_ms"], 1)
-    assert pipelined["node_overhead_fraction"] < 1  # the network is part of every period
+    assert 0 < pipelined["node_overhead_fraction"] < 1  # a period holds one network run and more
     assert pipelined["fps"] == pytest.approx(1e3 / pipelined["period_ms"]["median"])
     assert "gsdocc bench --device cpu --precision fp32 --input-size 128x352" in full["command"]
 
