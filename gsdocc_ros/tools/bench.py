@@ -293,9 +293,14 @@ def load_messages(scene: Path, cameras: dict[str, dict]) -> list[CompressedImage
     return messages
 
 
+def decode_set(setup: BenchSetup, decoder: str) -> list[np.ndarray]:
+    """The six images decoded side by side on the node's decoding threads."""
+    return list(setup.decoders.map(lambda msg: decode_image(msg, decoder), setup.messages))
+
+
 def decoded_frames(setup: BenchSetup, decoder: str) -> tuple[list[CameraFrame], int]:
-    """The six images decoded side by side as the node does, in the sample's frames; the next keyframe stamp."""
-    images = list(setup.decoders.map(lambda msg: decode_image(msg, decoder), setup.messages))
+    """The six images decoded as the node does, in the sample's frames; the next keyframe stamp."""
+    images = decode_set(setup, decoder)
     setup.stamp_ns += round(setup.runner.config.history_step_s * 1e9)  # every run is a history step
     return [dataclasses.replace(frame, image=image) for frame, image in zip(setup.frames, images)], setup.stamp_ns
 
@@ -470,8 +475,7 @@ def ab_pairs(setup: BenchSetup, clock: StageClock, args: argparse.Namespace, cfg
     pairs["bev_pool_scatter"] = scatter
 
     pair = ab_pair(lambda: [decode_image(msg, args.decoder) for msg in setup.messages],
-                   lambda: list(setup.decoders.map(lambda msg: decode_image(msg, args.decoder), setup.messages)),
-                   runs, device)
+                   lambda: decode_set(setup, args.decoder), runs, device)
     pair.update(baseline="the six images one after the other", optimised=f"side by side on "
                 f"{decode_threads(len(setup.messages))} threads (compat.decode_executor)")
     pairs["decode_threads"] = pair
