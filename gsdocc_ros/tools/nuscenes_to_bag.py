@@ -1,7 +1,8 @@
 """Convert nuScenes scenes into a ROS 2 bag (mcap or sqlite3) that `gsdocc play` or `ros2 bag play` replays.
 
   gsdocc nuscenes-to-bag --dataroot DIR --version v1.0-mini --out BAG [--scenes scene-0061 ...]
-                         [--all-sweeps] [--lidar] [--storage mcap|sqlite3] [--force]
+                         [--all-sweeps] [--lidar] [--storage mcap|sqlite3] [--ros-distro humble|iron|jazzy|kilted]
+                         [--force]
 
 Every header stamp and every bag time is the dataset timestamp (microseconds -> nanoseconds); messages are
 written in time order. Topics:
@@ -27,6 +28,12 @@ written at that bag time. Keyframes only (2 Hz) by default; --all-sweeps adds ev
 sweep (and the 20 Hz LiDAR sweeps with --lidar). Offered QoS recorded in the bag: reliable and volatile, with
 /tf_static reliable and transient-local (latched), so a replay reaches reliable and best-effort subscribers.
 The bag is built under a hidden name beside BAG and renamed when complete; an existing BAG needs --force.
+
+Bag format: --ros-distro writes what that distribution's rosbag2 writes: metadata.yaml version (humble 5, iron 7,
+jazzy and kilted 9) with only the fields of that version (custom_data from iron, type_description_hash from iron,
+ros_distro from jazzy), offered_qos_profiles as a YAML string (humble, iron) or a YAML list (jazzy, kilted), the
+storage file BAG/<name>_0.mcap or _0.db3, and the message definitions of that distribution. The default, humble,
+is the format every supported distribution plays; a jazzy or kilted bag does not play on humble or iron.
 """
 
 from __future__ import annotations
@@ -41,11 +48,11 @@ from typing import Any
 
 import numpy as np
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
-from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.rosbag2 import StoragePlugin
 from tqdm import tqdm
 
 from gsdocc_ros.pipeline.frames import CAMERA_NAMES, KEY_CAMERA
-from gsdocc_ros.tools.bags import atomic_bag, bag_typestore
+from gsdocc_ros.tools.bags import DEFAULT_DISTRO, DISTROS, RosDistro, atomic_bag, bag_typestore, bag_writer
 from gsdocc_ros.tools.cli import ToolError
 from gsdocc_ros.tools.grid_files import refuse_existing
 
@@ -124,12 +131,13 @@ class MessageFactory:
     """Builds the rosbags messages of the bag from nuScenes records (type store classes, exact values).
 
     ``dataroot`` resolves the records' file names; without it only the builders that take values and bytes
-    (header ... compressed_image, pinhole_info) are usable, as for the synthetic bag of `gsdocc demo`.
+    (header ... compressed_image, pinhole_info) are usable, as for the synthetic bag of `gsdocc demo`. The
+    message classes are those of ``distro``'s type store.
     """
 
-    def __init__(self, dataroot: Path | None = None) -> None:
+    def __init__(self, dataroot: Path | None = None, distro: RosDistro = DEFAULT_DISTRO) -> None:
         self.dataroot = dataroot
-        self.store = bag_typestore()
+        self.store = bag_typestore(distro)
         self.types = self.store.types
 
     def header(self, stamp_ns: int, frame_id: str) -> Any:
@@ -350,11 +358,11 @@ TOPIC_TYPES: dict[str, str] = {
 
 
 def write_bag(path: Path, events: Sequence[Event], storage: StoragePlugin, custom: dict[str, str],
-              progress: bool = True) -> Counter:
-    """Write ``events`` (already ordered) as a new bag at ``path``; returns the message count per topic."""
-    store = bag_typestore()
+              progress: bool = True, distro: RosDistro = DEFAULT_DISTRO) -> Counter:
+    """Write ``events`` (already ordered) as a new bag at ``path`` in ``distro``'s format; messages per topic."""
+    store = bag_typestore(distro)
     counts: Counter = Counter()
-    with Writer(path, version=Writer.VERSION_LATEST, storage_plugin=storage) as writer:
+    with bag_writer(path, distro, storage) as writer:
         for key, value in custom.items():
             writer.set_custom_data(key, value)
         connections = {}
@@ -381,14 +389,19 @@ class Conversion:
 
 
 def convert(dataroot: Path, version: str, out: Path, scenes: Sequence[str] | None = None, all_sweeps: bool = False,
-            lidar: bool = False, storage: str = "mcap", force: bool = False, progress: bool = True) -> Conversion:
-    """Convert the named scenes (all when None) of a nuScenes version to the new bag directory ``out``."""
+            lidar: bool = False, storage: str = "mcap", force: bool = False, progress: bool = True,
+            ros_distro: str = DEFAULT_DISTRO.name) -> Conversion:
+    """Convert the named scenes (all when None) of a nuScenes version to the new bag directory ``out``, in the bag
+    format of ``ros_distro``."""
     if storage not in STORAGES:
         raise ToolError(f"--storage {storage!r} unknown; choose from {', '.join(STORAGES)}")
+    if ros_distro not in DISTROS:
+        raise ToolError(f"--ros-distro {ros_distro!r} unknown; choose from {', '.join(DISTROS)}")
+    distro = DISTROS[ros_distro]
     refuse_existing([out], force)
     nusc = load_nuscenes(dataroot, version)
     selected = select_scenes(nusc, scenes)
-    plan = BagPlan(nusc, MessageFactory(dataroot), all_sweeps, lidar)
+    plan = BagPlan(nusc, MessageFactory(dataroot, distro), all_sweeps, lidar)
     try:
         for scene in tqdm(selected, desc="planning", unit="scene", disable=not progress):
             plan.add_scene(scene)
@@ -399,7 +412,7 @@ def convert(dataroot: Path, version: str, out: Path, scenes: Sequence[str] | Non
     custom = {"gsdocc.source": f"nuScenes {version}", "gsdocc.scenes": " ".join(names),
               "gsdocc.sweeps": "all" if all_sweeps else "keyframes"}
     with atomic_bag(out, force) as staging:
-        counts = write_bag(staging, plan.ordered(), STORAGES[storage], custom, progress)
+        counts = write_bag(staging, plan.ordered(), STORAGES[storage], custom, progress, distro)
     return Conversion(counts=counts, keyframes=plan.keyframes, scenes=names)
 
 
@@ -414,6 +427,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--all-sweeps", action="store_true", help="write every 12 Hz camera sweep, not only keyframes")
     parser.add_argument("--lidar", action="store_true", help=f"also write {LIDAR_TOPIC} as sensor_msgs/PointCloud2")
     parser.add_argument("--storage", choices=tuple(STORAGES), default="mcap", help="bag storage (default: %(default)s)")
+    parser.add_argument("--ros-distro", choices=tuple(DISTROS), default=DEFAULT_DISTRO.name,
+                        help="write the bag format and message definitions of this distribution's rosbag2 (default: "
+                             "%(default)s, the format every supported distribution plays)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing bag at --out")
     parser.set_defaults(func=run)
 
@@ -421,7 +437,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``gsdocc nuscenes-to-bag``; returns 0, or raises ToolError (exit 2) naming what is wrong."""
     result = convert(args.dataroot, args.version, args.out, args.scenes, args.all_sweeps, args.lidar, args.storage,
-                     args.force)
+                     args.force, ros_distro=args.ros_distro)
     for topic in sorted(result.counts):
         print(f"  {topic}: {result.counts[topic]}")
     print(f"wrote {sum(result.counts.values())} messages on {len(result.counts)} topics ({len(result.scenes)} "

@@ -208,7 +208,7 @@ def test_all_sweeps_lidar_sqlite(dataset: Path, tmp_path: Path) -> None:
     """--all-sweeps --lidar over both scenes in sqlite3: sweeps, point clouds, one static tf, scene markers."""
     out = tmp_path / "bag"
     convert(dataset, VERSION, out, all_sweeps=True, lidar=True, storage="sqlite3", progress=False)
-    assert (out / "bag.db3").is_file() and (out / "metadata.yaml").is_file()
+    assert (out / "bag_0.db3").is_file() and (out / "metadata.yaml").is_file()
     messages = _read_bag(out)
     tables = _tables(dataset)
     by_topic: dict[str, list] = {}
@@ -232,9 +232,9 @@ def test_all_sweeps_lidar_sqlite(dataset: Path, tmp_path: Path) -> None:
 
 
 def test_type_hashes_match_installed_kilted_messages(dataset: Path, tmp_path: Path) -> None:
-    """The bag's type hashes equal those of the Kilted message packages installed beside rclpy."""
+    """A Kilted bag's type hashes equal those of the Kilted message packages installed beside rclpy."""
     out = tmp_path / "bag"
-    convert(dataset, VERSION, out, scenes=[SCENES[1]], lidar=True, progress=False)
+    convert(dataset, VERSION, out, scenes=[SCENES[1]], lidar=True, progress=False, ros_distro="kilted")
     share = Path(sys.prefix) / "share"
     with closing(open_bag(out)) as reader:
         connections = list(reader.connections)
@@ -289,7 +289,7 @@ def test_refuses_to_overwrite_unless_forced(dataset: Path, tmp_path: Path) -> No
         convert(dataset, VERSION, out, scenes=[SCENES[1]], progress=False)
     assert (out / "keep.txt").read_text() == "old"
     convert(dataset, VERSION, out, scenes=[SCENES[1]], force=True, progress=False)
-    assert sorted(p.name for p in out.iterdir()) == ["bag.mcap", "metadata.yaml"]
+    assert sorted(p.name for p in out.iterdir()) == ["bag_0.mcap", "metadata.yaml"]
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
     assert len(_read_bag(out)) == 1 + 1 + 6 + 6 + 6 + 1  # tf_static, scene, tf, images, infos, token
 
