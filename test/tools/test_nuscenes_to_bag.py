@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
+from mcap.reader import make_reader
 from PIL import Image
+from rosbags.typesys import Stores, get_typestore
 
 from gsdocc_ros.pipeline.frames import CAMERA_NAMES
 from gsdocc_ros.tools import cli
-from gsdocc_ros.tools.bags import bag_typestore, open_bag
+from gsdocc_ros.tools.bags import DISTROS, bag_typestore, open_bag
 from gsdocc_ros.tools.cli import ToolError
 from gsdocc_ros.tools.nuscenes_to_bag import convert
 
@@ -250,6 +255,124 @@ def test_type_hashes_match_installed_kilted_messages(dataset: Path, tmp_path: Pa
     if not checked:
         pytest.skip(f"no installed ROS 2 type descriptions under {share}")
     assert checked == len(connections)
+
+
+@dataclass(frozen=True)
+class Rosbag2Format:
+    """What one distribution's rosbag2 writes into metadata.yaml, as read in its source (see FORMATS)."""
+
+    version: int
+    bag_fields: frozenset[str]
+    topic_fields: frozenset[str]
+    qos_as_string: bool
+    """offered_qos_profiles: a YAML string holding the list with rmw enum numbers, or a YAML list with names."""
+    store: Stores
+    """rosbags type store of that distribution's message definitions."""
+
+    def qos(self, latched: bool) -> dict:
+        """The converter's offered profile (reliable keep-last; /tf_static transient local, depth 1) as encoded."""
+        names = {"history": "keep_last", "reliability": "reliable",
+                 "durability": "transient_local" if latched else "volatile", "liveliness": "automatic"}
+        numbers = {"keep_last": 1, "reliable": 1, "transient_local": 1, "volatile": 2, "automatic": 1}  # rmw/types.h
+        zero = {"sec": 0, "nsec": 0}
+        return {**{key: numbers[value] if self.qos_as_string else value for key, value in names.items()},
+                "depth": 1 if latched else 10, "deadline": zero, "lifespan": zero, "liveliness_lease_duration": zero,
+                "avoid_ros_namespace_conventions": False}
+
+
+V5_FIELDS = frozenset({"version", "storage_identifier", "duration", "starting_time", "message_count",
+                       "topics_with_message_count", "compression_format", "compression_mode", "relative_file_paths",
+                       "files"})
+V5_TOPIC_FIELDS = frozenset({"name", "type", "serialization_format", "offered_qos_profiles"})
+FORMATS = {
+    # humble branch (0.15.12): rosbag2_storage/include/rosbag2_storage/bag_metadata.hpp (version 5),
+    # rosbag2_storage/src/rosbag2_storage/metadata_io.cpp (fields encoded, offered_qos_profiles a std::string),
+    # rosbag2_transport/src/rosbag2_transport/qos.cpp (policies encoded as their int values).
+    "humble": Rosbag2Format(5, V5_FIELDS, V5_TOPIC_FIELDS, True, Stores.ROS2_HUMBLE),
+    # iron branch (0.22.7): bag_metadata.hpp (version 7, custom_data); topic_metadata.hpp and
+    # rosbag2_storage/include/rosbag2_storage/yaml.hpp (type_description_hash; QoS still a string, same qos.cpp).
+    "iron": Rosbag2Format(7, V5_FIELDS | {"custom_data"}, V5_TOPIC_FIELDS | {"type_description_hash"}, True,
+                          Stores.ROS2_IRON),
+    # jazzy branch (0.26.5): bag_metadata.hpp (version 9, ros_distro); yaml.hpp (offered_qos_profiles a sequence
+    # from version 9); rosbag2_storage/src/rosbag2_storage/qos.cpp (policy names from version 9).
+    "jazzy": Rosbag2Format(9, V5_FIELDS | {"custom_data", "ros_distro"}, V5_TOPIC_FIELDS | {"type_description_hash"},
+                           False, Stores.ROS2_JAZZY),
+    # kilted (0.32): no kilted branch in the snapshot read; rolling at 0.29.0 writes jazzy's version 9 with the same
+    # fields, and the rosbag2_storage changelog up to 0.32.0 records no metadata change.
+    "kilted": Rosbag2Format(9, V5_FIELDS | {"custom_data", "ros_distro"}, V5_TOPIC_FIELDS | {"type_description_hash"},
+                            False, Stores.ROS2_KILTED),
+}
+"""Per distribution, what its rosbag2 writes. On every branch rosbag2_cpp/src/rosbag2_cpp/writers/
+sequential_writer.cpp (format_storage_uri) names the first storage file <bag folder>_0, plus .mcap / .db3."""
+
+
+@pytest.mark.parametrize("distro", sorted(FORMATS))
+def test_bag_format_of_each_distribution(dataset: Path, tmp_path: Path, distro: str) -> None:
+    """--ros-distro writes that distribution's metadata.yaml field by field, file name and message definitions."""
+    expected = FORMATS[distro]
+    out = tmp_path / "bag"
+    convert(dataset, VERSION, out, scenes=[SCENES[1]], progress=False, ros_distro=distro)
+    assert sorted(p.name for p in out.iterdir()) == ["bag_0.mcap", "metadata.yaml"]
+
+    document = yaml.safe_load((out / "metadata.yaml").read_text())
+    assert list(document) == ["rosbag2_bagfile_information"]
+    info = document["rosbag2_bagfile_information"]
+    assert set(info) == expected.bag_fields
+    assert info["version"] == expected.version and info["storage_identifier"] == "mcap"
+    assert info["relative_file_paths"] == ["bag_0.mcap"] and [f["path"] for f in info["files"]] == ["bag_0.mcap"]
+    assert info["message_count"] == 21 == sum(t["message_count"] for t in info["topics_with_message_count"])
+    assert info["compression_format"] == "" and info["compression_mode"] == ""
+    if "custom_data" in expected.bag_fields:
+        assert info["custom_data"] == {"gsdocc.source": f"nuScenes {VERSION}", "gsdocc.scenes": SCENES[1],
+                                       "gsdocc.sweeps": "keyframes"}
+    if "ros_distro" in expected.bag_fields:
+        assert info["ros_distro"] == distro
+    topics = {t["topic_metadata"]["name"]: t["topic_metadata"] for t in info["topics_with_message_count"]}
+    assert len(topics) == 16
+    for name, topic in topics.items():
+        assert set(topic) == expected.topic_fields, name
+        assert topic["serialization_format"] == "cdr"
+        if "type_description_hash" in expected.topic_fields:
+            assert re.fullmatch(r"RIHS01_[0-9a-f]{64}", topic["type_description_hash"]), name
+        qos = topic["offered_qos_profiles"]
+        assert isinstance(qos, str) == expected.qos_as_string, name
+        assert (yaml.safe_load(qos) if expected.qos_as_string else qos) == [expected.qos(name == "/tf_static")]
+
+    store = get_typestore(expected.store)
+    with (out / "bag_0.mcap").open("rb") as stream:
+        summary = make_reader(stream).get_summary()
+    channels = {c.topic: c for c in summary.channels.values()}
+    assert set(channels) == set(topics)
+    for name, channel in channels.items():  # what rosbag2's mcap plugin reads when there is no metadata.yaml
+        schema = summary.schemas[channel.schema_id]
+        assert schema.name == topics[name]["type"] and schema.encoding == "ros2msg"
+        assert schema.data.decode() == store.generate_msgdef(schema.name, ros_version=2)[0]
+        profiles = yaml.safe_load(channel.metadata["offered_qos_profiles"])
+        assert profiles == [expected.qos(name == "/tf_static")]
+
+
+def test_each_distribution_embeds_its_own_message_definitions() -> None:
+    """The type store of each --ros-distro is that distribution's (its own set of types; Humble's older Marker)."""
+    own = {name for name in bag_typestore().types if name.startswith("gsdocc_ros/")}
+    assert own, "this package's messages are not registered"
+    for name, expected in FORMATS.items():
+        assert set(bag_typestore(DISTROS[name]).types) - own == set(get_typestore(expected.store).types), name
+    marker = "visualization_msgs/msg/Marker"
+    humble, kilted = (bag_typestore(DISTROS[name]).generate_msgdef(marker, ros_version=2)[0]
+                      for name in ("humble", "kilted"))
+    assert humble == get_typestore(Stores.ROS2_HUMBLE).generate_msgdef(marker, ros_version=2)[0] != kilted
+
+
+def test_humble_bag_reads_without_type_hashes(dataset: Path, tmp_path: Path) -> None:
+    """The default bag (Humble's format) carries no type hash; the tools' reader still opens and decodes it."""
+    out = tmp_path / "bag"
+    convert(dataset, VERSION, out, scenes=[SCENES[1]], storage="sqlite3", progress=False)
+    info = yaml.safe_load((out / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert info["version"] == 5 and info["relative_file_paths"] == ["bag_0.db3"]
+    assert sorted(p.name for p in out.iterdir()) == ["bag_0.db3", "metadata.yaml"]
+    with closing(open_bag(out)) as reader:
+        assert {c.digest for c in reader.connections} == {""}
+    assert [m.data for topic, _, m, _ in _read_bag(out) if topic == "/gsdocc/scene"] == [SCENES[1]]
 
 
 @pytest.mark.parametrize("case, message", [
