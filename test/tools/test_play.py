@@ -18,12 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rosbags.interfaces import QosDurability, QosReliability
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from gsdocc_ros.tools import cli
-from gsdocc_ros.tools.bags import bag_typestore, open_bag
+from gsdocc_ros.tools.bags import DISTROS, bag_typestore, open_bag
 from gsdocc_ros.tools.cli import ToolError
+from gsdocc_ros.tools.nuscenes_to_bag import Event, MessageFactory, Rank, write_bag
 from gsdocc_ros.tools.play import BagPlayer, BagSource, PlayOptions
 
 rclpy = pytest.importorskip("rclpy")
@@ -342,3 +344,32 @@ def test_type_names_from_a_bag_import_only_generated_interfaces() -> None:
         with pytest.raises(ToolError):
             message_class(hostile)
     assert "this" not in sys.modules  # `import this` would have printed the Zen of Python
+
+
+@pytest.mark.parametrize("distro", sorted(DISTROS))
+def test_reads_the_bag_format_of_every_distribution(tmp_path: Path, distro: str) -> None:
+    """A converter bag in each distribution's format opens with its types, counts, bytes and recorded QoS (a YAML
+    string on Humble and Iron, a YAML list later), from which play takes the latched topics."""
+    factory = MessageFactory(distro=DISTROS[distro])
+    messages = {"/tf_static": factory.tf_message([factory.transform(T0, "base_link", "CAM_FRONT", (1.7, 0, 0),
+                                                                    (1, 0, 0, 0))]),
+                IMAGE: factory.compressed_image(T0 + STEP, "CAM_FRONT", b"\xff\xd8\xff\xd9", "jpeg")}
+    events = [Event(T0, Rank.TF_STATIC, 0, "/tf_static", lambda: messages["/tf_static"]),
+              Event(T0 + STEP, Rank.DATA, 1, IMAGE, lambda: messages[IMAGE])]
+    path = tmp_path / "bag"
+    write_bag(path, events, StoragePlugin.MCAP, {}, progress=False, distro=DISTROS[distro])
+    source = BagSource(path)
+    try:
+        assert source.types == {"/tf_static": "tf2_msgs/msg/TFMessage", IMAGE: "sensor_msgs/msg/CompressedImage"}
+        assert dict(source.counts) == {"/tf_static": 1, IMAGE: 1}
+        qos = {c.topic: [(q.reliability, q.durability, q.depth) for q in c.ext.offered_qos_profiles]
+               for c in source.connections}
+        assert qos == {"/tf_static": [(QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL, 1)],
+                       IMAGE: [(QosReliability.RELIABLE, QosDurability.VOLATILE, 10)]}
+        assert source.latched == {"/tf_static"}
+        store = bag_typestore(DISTROS[distro])
+        assert [(topic, stamp, bytes(raw)) for topic, stamp, raw in source.messages()] == [
+            (topic, stamp, bytes(store.serialize_cdr(messages[topic], source.types[topic])))
+            for topic, stamp in (("/tf_static", T0), (IMAGE, T0 + STEP))]
+    finally:
+        source.close()

@@ -10,7 +10,11 @@ import pytest
 
 pytest.importorskip("rclpy", reason="rclpy is installed by scripts/setup.sh")
 
+from rosbags.rosbag2 import StoragePlugin  # noqa: E402
+
 from gsdocc_ros.tools import cli  # noqa: E402
+from gsdocc_ros.tools.bags import DISTROS  # noqa: E402
+from gsdocc_ros.tools.nuscenes_to_bag import Event, MessageFactory, Rank, write_bag  # noqa: E402
 from gsdocc_ros.tools.record import TOKEN_TOPIC, TokenMap  # noqa: E402
 
 TOPIC = "/test/occupancy"
@@ -127,3 +131,18 @@ def test_record_times_out_with_a_count_short(tmp_path: Path, ros_domain: int, ca
     assert cli.main(["record", "--topic", "/nobody/publishes", "--out", str(tmp_path / "g"), "--count", "2",
                      "--timeout", "0.5"]) == 2
     assert "only 0 of 2 grids arrived on /nobody/publishes within 0.5 s" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("distro, storage", [(name, StoragePlugin.MCAP) for name in sorted(DISTROS)]
+                         + [("humble", StoragePlugin.SQLITE3)])
+def test_token_map_reads_the_bag_format_of_every_distribution(tmp_path: Path, distro: str,
+                                                             storage: StoragePlugin) -> None:
+    """`gsdocc record --bag` reads the tokens of a converter bag written in any distribution's format."""
+    factory = MessageFactory(distro=DISTROS[distro])
+    events = [Event(stamp, Rank.SAMPLE_TOKEN, i, TOKEN_TOPIC, lambda token=token: factory.string(token))
+              for i, (stamp, token) in enumerate(zip(STAMPS, ("tokA", "tokB", "tokC")))]
+    path = tmp_path / "bag"
+    write_bag(path, events, storage, {}, progress=False, distro=DISTROS[distro])
+    tokens = TokenMap.from_bag(path)
+    assert len(tokens) == 3
+    assert [tokens.lookup(stamp) for stamp in STAMPS] == ["tokA", "tokB", "tokC"]
