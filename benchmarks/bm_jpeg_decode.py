@@ -2,7 +2,7 @@
 
 Usage: PYTHONPATH=. .venv/bin/python benchmarks/bm_jpeg_decode.py [--repeats 10]
 Prints per decoder setting the median milliseconds per 1600x900 image and the largest pixel difference to
-Pillow (the official pre-processing's decoder). compat.decode_image uses the accurate simplejpeg setting.
+Pillow (the official pre-processing's decoder). image_decode.decode_image uses the accurate simplejpeg setting.
 """
 
 from __future__ import annotations

@@ -65,14 +65,23 @@ class Prefetcher(Generic[Raw, Prepared]):
             self._raw = raw
             self._cond.notify_all()
 
-    def stop(self) -> None:
-        """Stop both threads; an inference in progress finishes first (a forward cannot be interrupted)."""
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop both threads, waiting up to ``timeout`` seconds (None: for ever) for an inference in progress to
+        finish (a forward cannot be interrupted). Returns whether both threads ended; if not, the running one ends
+        after its set, and what it hands on should check ``stopping``."""
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
+        deadline = None if timeout is None else time.monotonic() + timeout
         for thread in self._threads:
             if thread.is_alive():
-                thread.join()
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)
+
+    @property
+    def stopping(self) -> bool:
+        """Whether stop() was called."""
+        return self._stop.is_set()
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:

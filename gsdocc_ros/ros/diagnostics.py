@@ -25,7 +25,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 class DiagnosticRules:
     """Which counters and thresholds decide the status level."""
 
-    error_counters: tuple[str, ...] = ("errors", "out_of_memory")
+    error_counters: tuple[str, ...] = ("errors", "out_of_memory", "sync_callback_errors")
     """Any rise is an ERROR."""
     reject_counters: tuple[str, ...] = ("decode_errors", "tf_failures", "tf_invalid", "camera_info_missing",
                                         "camera_info_invalid", "image_size_mismatch")

@@ -8,7 +8,9 @@ newest set (overwritten sets are counted). Nothing here blocks the executor.
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 import time
 from collections import Counter
@@ -19,8 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 import rclpy
 import torch
+from rclpy.clock import JumpThreshold, TimeJump
 from rclpy.duration import Duration
 from rclpy.exceptions import ParameterException, ParameterUninitializedException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 from rclpy.parameter import Parameter
@@ -36,11 +40,12 @@ from gsdocc_ros.pipeline.frames import CameraFrame
 from gsdocc_ros.pipeline.prefetch import Prefetcher
 from gsdocc_ros.pipeline.runner import OccupancyRunner, StepResult, load_model
 from gsdocc_ros.model.config import ModelConfig
-from gsdocc_ros.ros import compat
+from gsdocc_ros.ros import image_decode, sync, tf
 from gsdocc_ros.ros.conversions import (camera_info_to_intrinsics, grid_to_message, stamp_to_ns,
                                         transform_to_matrix)
 from gsdocc_ros.ros.diagnostics import build_diagnostics
 from gsdocc_ros.ros.markers import build_markers_cdr
+from gsdocc_ros.ros.command_line import command_line_problem
 from gsdocc_ros.ros.params import PARAMETERS, NodeParams, describe, validate
 
 
@@ -94,22 +99,31 @@ class OccupancyNode(Node):
         self._camera_info: dict[str, CameraInfo] = {}
         self._stop = threading.Event()
         self._counter_lock = threading.Lock()
-        self._decoders = compat.decode_executor(len(p.cameras))
+        self._publish_lock = threading.Lock()
+        self._closed = False
+        self._decoders = image_decode.decode_executor(len(p.cameras))
         self.prefetcher: Prefetcher[_CameraSet, _PreparedSet] = Prefetcher(
             self._prepare, self._infer, self._on_error, on_drop=lambda stage: self._count("sets_dropped_busy"))
         self._last_stamp_ns: int | None = None
         self._reported: dict[str, int] = {}
 
-        self.tf_buffer = compat.Buffer(cache_time=Duration(seconds=10.0))
-        self.tf_listener = compat.TransformListener(self.tf_buffer, self)
+        self.tf_buffer = tf.Buffer(cache_time=tf.DEFAULT_CACHE, node=self)
+        self.tf_listener = tf.TfListener(self.tf_buffer, self, on_jump=self._on_tf_jump)
         subscribers = []
         for (camera, image_topic, info_topic), kind in zip(p.topics(), p.image_types):
             msg_type = CompressedImage if kind == "compressed" else Image
-            subscribers.append(compat.Subscriber(self, msg_type, image_topic, qos_profile=qos_profile_sensor_data))
+            subscribers.append(sync.Subscriber(self, msg_type, image_topic, qos_profile=qos_profile_sensor_data))
             self.create_subscription(CameraInfo, info_topic, lambda msg, cam=camera: self._on_camera_info(cam, msg),
                                      qos_profile_sensor_data)
-        self.sync = compat.CameraSetSync(subscribers, queue_size=p.sync_queue_size, slop=p.sync_slop_s)
+        self.sync = sync.CameraSetSync(subscribers, queue_size=p.sync_queue_size, slop=p.sync_slop_s)
         self.sync.registerCallback(self._on_set)
+        # A backwards jump of the node's clock (sim time from a looping bag, or wall time set back) ends the time
+        # line: tf from before it, queued images and the temporal cache must all go.
+        self._jump_handle = self.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=None, min_backward=Duration(seconds=-1), on_clock_change=False),
+            post_callback=self._on_clock_jump)
+        self.get_logger().info(f"backends: tf {tf.BACKEND}, sync {sync.BACKEND}, "
+                               f"jpeg {image_decode.DEFAULT_JPEG_DECODER}")
 
         reliable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
         self.grid_pub = self.create_publisher(SemanticVoxelGrid, "~/occupancy", reliable)
@@ -147,6 +161,20 @@ class OccupancyNode(Node):
         """A complete set from the synchroniser: replaces whatever the prepare thread has not taken yet."""
         self._count("sets_in")
         self.prefetcher.submit(_CameraSet(images=images, received=time.monotonic()))
+
+    def _on_tf_jump(self, seconds_back: float) -> None:
+        """The tf listener saw a frame's stamp go back and cleared the buffer."""
+        self._count("tf_buffer_clears")
+
+    def _on_clock_jump(self, jump: TimeJump) -> None:
+        """The node clock went back: clear tf from the old time line, empty the sync queues, restart the cache."""
+        self._count("clock_jumps_back")
+        now_ns = self.get_clock().now().nanoseconds
+        self.get_logger().warning(f"clock jumped back {-jump.delta.nanoseconds / 1e9:.3f} s: tf, camera queues and "
+                                  "the temporal cache restart")
+        self.tf_listener.restart_if_older(now_ns)
+        self.sync.reset()
+        self.runner.reset("the node clock went backwards")
 
     def _count(self, counter: str) -> None:
         """Raise one counter; the callbacks and both threads count, hence the lock."""
@@ -186,12 +214,15 @@ class OccupancyNode(Node):
             self._count("time_jumps_back")
             self.get_logger().warning(f"camera stamps went back {(self._last_stamp_ns - key_stamp) / 1e9:.3f} s "
                                       "(bag loop?): the temporal cache restarts")
+            # the images may come before the tf of the new time line: no look-up may see the old one
+            self.tf_listener.restart_if_older(min(stamps))
         self._last_stamp_ns = key_stamp
         if not self.runner.wants(key_stamp):
             self._count("sets_skipped_cadence")
             return None
+        self.get_logger().debug(f"set at {key_stamp / 1e9:.3f} s: decoding, waiting for tf")
         t0 = time.perf_counter()
-        images = [self._decoders.submit(compat.decode_image, msg) for msg in camera_set.images]  # in parallel
+        images = [self._decoders.submit(image_decode.decode_image, msg) for msg in camera_set.images]  # in parallel
         ego2global = self._lookup(p.fixed_frame, p.ego_frame, key_stamp)
         frames = [self._frame(camera, msg, image, stamp, key_stamp)
                   for camera, msg, image, stamp in zip(p.cameras, camera_set.images, images, stamps)]
@@ -200,6 +231,7 @@ class OccupancyNode(Node):
 
     def _infer(self, prepared: _PreparedSet) -> None:
         """Inference thread: the network on a prepared set, then the messages."""
+        self.get_logger().debug(f"set at {prepared.stamp_ns / 1e9:.3f} s: in the network")
         result = self.runner.step(prepared.frames, prepared.ego2global, prepared.stamp_ns)
         if result is None:  # wants() judged before the previous step committed; step knows better
             self._count("sets_skipped_cadence")
@@ -211,7 +243,7 @@ class OccupancyNode(Node):
         """One camera's decoded image with its intrinsics and its camera -> key-ego extrinsics."""
         try:
             image = decoded.result()
-        except compat.ImageDecodeError as error:
+        except image_decode.ImageDecodeError as error:
             raise SetRejected("decode_errors", f"{camera}: {error}") from None
         info = self._camera_info.get(camera)
         if info is None:
@@ -256,7 +288,7 @@ class OccupancyNode(Node):
                         target, rclpy.time.Time(nanoseconds=target_stamp_ns), source, source_time,
                         self.params.fixed_frame)
                 return transform_to_matrix(transform)
-            except compat.TransformException as error:
+            except tf.TransformException as error:
                 if time.monotonic() >= deadline or self._stop.is_set():
                     raise SetRejected("tf_failures", f"tf {target} <- {source} at {stamp_ns / 1e9:.3f} s: "
                                                      f"{error}") from None
@@ -265,6 +297,14 @@ class OccupancyNode(Node):
                 raise SetRejected("tf_invalid", f"tf {target} <- {source}: {error}") from None
 
     def _publish(self, result: StepResult, prepared: _PreparedSet) -> None:
+        with self._publish_lock:
+            if self._closed:  # a set abandoned at shutdown is not published
+                self._count("sets_abandoned")
+                return
+            self._publish_locked(result, prepared)
+
+    def _publish_locked(self, result: StepResult, prepared: _PreparedSet) -> None:
+        """Publish the grid and markers of one step and record its timings (publish lock held)."""
         p = self.params
         if result.reset_reason:
             self._count("cache_resets")
@@ -294,34 +334,75 @@ class OccupancyNode(Node):
             counters, str(self.runner.device), previous=self._reported))
         self._reported = counters
 
+    def stop(self, grace_s: float) -> bool:
+        """Stop taking sets and wait up to ``grace_s`` for the set in the network; False if it was abandoned (it
+        then ends without publishing)."""
+        self._stop.set()  # ends a tf wait in the prepare thread
+        finished = self.prefetcher.stop(timeout=grace_s)
+        self._decoders.shutdown(wait=False, cancel_futures=True)
+        return finished
+
     def destroy_node(self) -> None:
-        """Let the set in hand finish (a network forward cannot be interrupted), then tear down."""
+        """Stop (waiting for the set in hand) if stop() was not called, then tear down; nothing publishes after."""
         if hasattr(self, "prefetcher"):  # not when start-up failed half-way (rclpy still destroys the node)
-            self._stop.set()  # ends a tf wait in the prepare thread
-            self.prefetcher.stop()
-            self._decoders.shutdown(cancel_futures=True)
+            if not self._stop.is_set():
+                self.stop(grace_s=None)
+            with self._publish_lock:  # a set abandoned by stop() finishes without publishing
+                self._closed = True
         super().destroy_node()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the node until Ctrl-C or SIGTERM; a bad parameter or checkpoint stops start-up with the reason.
+STOP_GRACE_S = 1.0
+"""How long a stopping node waits for the set in the network before abandoning it (stop within 2 s)."""
 
-    rclpy's own signal handler would shut the context down under the worker's feet (publishing from a
-    context that is gone); here Ctrl-C and SIGTERM stop the spin, the worker finishes, and only then
-    does the context close.
+SPIN_WAKE_S = 0.1
+"""The executor wakes at least this often, so that a signal is handled even when no callback is due (sim time
+without /clock stops every timer)."""
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGINT and SIGTERM end the spin as Ctrl-C does."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def main(argv: list[str] | None = None, prog: str = "gsdocc_node") -> int:
+    """Run the node until SIGINT or SIGTERM; a bad command line, parameter or checkpoint stops start-up in one line.
+
+    rclpy's own signal handler would shut the context down under the inference thread's feet, so signals are
+    handled here: they end the spin (which wakes every SPIN_WAKE_S), the set in the network gets STOP_GRACE_S to
+    finish, and only then does the context close. A set still running after that is abandoned: it publishes
+    nothing, and the process exits without waiting for it.
     """
+    argv = list(sys.argv if argv is None else argv)
+    problem = command_line_problem(argv[1:], prog)
+    if problem is not None:
+        print(f"{prog}: error: {problem}", file=sys.stderr)
+        return 2
     for signum in (signal.SIGINT, signal.SIGTERM):  # also when started in the background with SIGINT ignored
-        signal.signal(signum, signal.default_int_handler)
+        signal.signal(signum, _interrupt)
+    finished = True
     with rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO):
         try:
             node = OccupancyNode()
         except (ValueError, FileNotFoundError, RuntimeError, ParameterException) as error:
             rclpy.logging.get_logger("gsdocc").fatal(f"start-up failed: {error}")
             return 1
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
         try:
-            rclpy.spin(node)
-        except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-            node.get_logger().info("stopping: finishing the camera set in hand")
+            while True:
+                executor.spin_once(timeout_sec=SPIN_WAKE_S)
+        except (KeyboardInterrupt, ExternalShutdownException) as reason:
+            node.get_logger().info(f"stopping ({reason or type(reason).__name__}): waiting up to {STOP_GRACE_S} s "
+                                   "for the camera set in hand")
+            finished = node.stop(grace_s=STOP_GRACE_S)
+            if not finished:
+                node.get_logger().warning("stopping: the camera set in the network is abandoned (not published)")
         finally:
+            executor.shutdown(timeout_sec=0.0)
             node.destroy_node()
+    if not finished:  # the inference thread is still inside a forward: leave without waiting for it
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0

@@ -3,7 +3,7 @@
   gsdocc bench [--device cpu|cuda] [--precision fp32|fp16|bf16] [--input-size 256x704|512x1408]
                [--runs N] [--warmup N] [--json OUT] [--checkpoint CKPT]
 
-Each run is what the node does with one camera set: decode the six real nuScenes JPEGs (compat.decode_image),
+Each run is what the node does with one camera set: decode the six real nuScenes JPEGs (image_decode.decode_image),
 OccupancyRunner.step (preprocessing, the network stage by stage, argmax and the device -> host copy, the grid),
 then the SemanticVoxelGrid message and the serialised MarkerArray. The output messages are built from the real
 Occ3D ground-truth grid (39,092 drawn voxels) so their cost is that of a realistic scene, whatever random weights
@@ -53,7 +53,7 @@ from gsdocc_ros.pipeline.host_sync import HostSyncAudit, cuda_sync_warnings
 from gsdocc_ros.pipeline.prefetch import Prefetcher
 from gsdocc_ros.pipeline.runner import PRECISIONS, SPLATS, OccupancyRunner, RunnerConfig, StepResult, load_model
 from gsdocc_ros.pipeline.torch_preprocess import TorchPreprocessor
-from gsdocc_ros.ros.compat import DEFAULT_JPEG_DECODER, decode_executor, decode_image, decode_threads
+from gsdocc_ros.ros.image_decode import DEFAULT_JPEG_DECODER, decode_executor, decode_image, decode_threads
 from gsdocc_ros.ros.conversions import grid_to_message
 from gsdocc_ros.ros.markers import build_markers, build_markers_cdr, build_markers_reference
 from gsdocc_ros.tools.cli import ToolError
@@ -280,7 +280,7 @@ class BenchSetup:
     labels_source: str
     stamp_ns: int
     decoders: ThreadPoolExecutor
-    """The node's image decoding threads (compat.decode_executor)."""
+    """The node's image decoding threads (image_decode.decode_executor)."""
 
 
 def load_messages(scene: Path, cameras: dict[str, dict]) -> list[CompressedImage]:
@@ -477,14 +477,14 @@ def ab_pairs(setup: BenchSetup, clock: StageClock, args: argparse.Namespace, cfg
     pair = ab_pair(lambda: [decode_image(msg, args.decoder) for msg in setup.messages],
                    lambda: decode_set(setup, args.decoder), runs, device)
     pair.update(baseline="the six images one after the other", optimised=f"side by side on "
-                f"{decode_threads(len(setup.messages))} threads (compat.decode_executor)")
+                f"{decode_threads(len(setup.messages))} threads (image_decode.decode_executor)")
     pairs["decode_threads"] = pair
 
     decode = {name: (lambda name=name: [decode_image(msg, name) for msg in setup.messages])
               for name in ("pillow", args.decoder)}
     pair = ab_pair(decode["pillow"], decode[args.decoder], runs, device)
     diff = max(int(np.abs(a.astype(np.int16) - b).max()) for a, b in zip(decode["pillow"](), decode[args.decoder]()))
-    pair.update(baseline="Pillow JPEG decode of the six images", optimised=f"{args.decoder} (compat.decode_image)",
+    pair.update(baseline="Pillow JPEG decode of the six images", optimised=f"{args.decoder} (image_decode.decode_image)",
                 max_abs_diff=diff)
     pairs["jpeg_decoder"] = pair
 

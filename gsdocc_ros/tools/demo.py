@@ -364,7 +364,7 @@ def replay(node: NodeProcess, monitor: Monitor, bag: Path, rate: float, wait_s: 
 
 def save_outputs(monitor: Monitor, out: Path, bag: Path, truth_dir: Path | None) -> list[dict]:
     """Write every received grid as <token>.npz and its picture (cameras + top-down + 3D) as <token>.png."""
-    from gsdocc_ros.ros.compat import decode_image
+    from gsdocc_ros.ros.image_decode import decode_image
     from gsdocc_ros.tools.record import TokenMap, save_message
     from gsdocc_ros.tools.render import render_grid, save_png
 

@@ -20,4 +20,4 @@ def run(args: argparse.Namespace) -> int:
     """Start the node with the given ROS arguments; returns its exit code."""
     from gsdocc_ros.ros.node import main  # imports rclpy: only when the verb is used
 
-    return main(["gsdocc_node", *args.forwarded])
+    return main(["gsdocc_node", *args.forwarded], prog="gsdocc node")

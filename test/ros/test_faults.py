@@ -21,12 +21,12 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy is installed by scripts/setup
 import torch  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.time import Time  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 
 from gsdocc_ros.model.config import ModelConfig  # noqa: E402
 from gsdocc_ros.pipeline.frames import CAMERA_NAMES, load_sample_frames  # noqa: E402
 from gsdocc_ros.pipeline.runner import OccupancyRunner, RunnerConfig, StepResult, load_model  # noqa: E402
-from gsdocc_ros.ros import compat  # noqa: E402
 from gsdocc_ros.ros.conversions import ns_to_stamp, stamp_to_ns  # noqa: E402
 
 from ros_feeder import NodeHarness, node_session  # noqa: E402
@@ -122,13 +122,12 @@ def test_bag_loop_resets_sync_tf_and_cache(harness: NodeHarness, steps: list[Ste
     jumps, resets = counter(harness, "time_jumps_back"), counter(harness, "cache_resets")
     start = len(harness.diagnostics)
     sync_resets = harness.node.sync.counters()["resets"]
-    tf_resets = getattr(harness.node.tf_buffer, "resets", None)  # our fallback buffer counts; tf2_ros does not
+    tf_clears = counter(harness, "tf_buffer_clears")
     harness.offset_ns -= 40 * NodeHarness.STEP_NS
     harness.publish_and_wait_grid()
     assert counter(harness, "time_jumps_back") == jumps + 1 and counter(harness, "cache_resets") == resets + 1
     assert harness.node.sync.counters()["resets"] == sync_resets + 1
-    if compat.BACKENDS["tf"] == "gsdocc fallback":
-        assert harness.node.tf_buffer.resets == tf_resets + 1
+    assert counter(harness, "tf_buffer_clears") == tf_clears + 1  # on either tf backend
     assert steps[-1].start_of_sequence and "time went backwards" in steps[-1].reset_reason
     harness.wait_diagnostics(lambda v: value(v, "time_jumps_back") == jumps + 1
                              and value(v, "cache_resets") == resets + 1, start)
@@ -165,6 +164,85 @@ def test_clock_jumps_forward_by_minutes(harness: NodeHarness, steps: list[StepRe
         assert spin_with_clock(lambda: any(stamp_to_ns(a.header.stamp) >= sim0 for a in harness.diagnostics[start:]),
                                30.0)
         assert 0 <= node.latency_ms < jump_ns / 1e6  # image stamp to publish on sim time (wall time: years)
+    finally:
+        node.set_parameters([Parameter("use_sim_time", value=False)])
+        harness.tester.destroy_publisher(clock_pub)
+
+
+@pytest.fixture
+def ego_poses(harness: NodeHarness, monkeypatch: pytest.MonkeyPatch) -> list[np.ndarray]:
+    """The ego2global of every set the node's runner is handed during the test."""
+    seen: list[np.ndarray] = []
+    step = harness.node.runner.step
+
+    def spy(frames, ego2global, stamp_ns, sequence_id=None):
+        seen.append(np.array(ego2global))
+        return step(frames, ego2global, stamp_ns, sequence_id)
+
+    monkeypatch.setattr(harness.node.runner, "step", spy)
+    return seen
+
+
+def moved(harness: NodeHarness, dx: float, dy: float) -> dict[str, np.ndarray]:
+    """The sample's per-camera ego poses, shifted by (dx, dy) m: another trajectory through the same stamps."""
+    poses = {name: np.array(harness.feed.sample.cameras[name]["ego2global"], dtype=np.float64) for name in CAMERA_NAMES}
+    for matrix in poses.values():
+        matrix[:2, 3] += (dx, dy)
+    return poses
+
+
+def test_short_bag_loop_with_images_before_tf_uses_the_new_trajectory(harness: NodeHarness,
+                                                                     ego_poses: list[np.ndarray]) -> None:
+    """A loop 4 s back, less than the 10 s tf cache, whose images come before their tf: the old pass's poses at
+    those very stamps are still in the buffer, but the node clears it before looking up, so the set is placed by
+    the new trajectory's poses (as the offline pipeline would place it)."""
+    ensure_history(harness)
+    start = harness.offset_ns
+    for step in range(1, 10):  # the first pass of the bag: tf at every camera stamp of nine 0.5 s steps ...
+        stamps = harness.feed.camera_stamps(start + step * NodeHarness.STEP_NS)
+        harness.feed.publish_tf([(stamps[name], pose) for name, pose in moved(harness, 0.0, 0.0).items()])
+    harness.offset_ns = start + 9 * NodeHarness.STEP_NS
+    harness.publish_and_wait_grid()  # ... and a set at its end
+    jumps, clears, grids = counter(harness, "time_jumps_back"), counter(harness, "tf_buffer_clears"), len(harness.grids)
+    harness.offset_ns = start + 2 * NodeHarness.STEP_NS  # the bag starts again 4 s earlier, elsewhere
+    new_poses = moved(harness, 30.0, -20.0)
+    stamp = harness.feed.publish_set(harness.offset_ns, tf=False)
+    stamps = harness.feed.camera_stamps(harness.offset_ns)
+    harness.feed.publish_tf([(stamps[name], new_poses[name]) for name in CAMERA_NAMES])
+    harness.wait_grid(stamp, grids)
+    np.testing.assert_allclose(ego_poses[-1], new_poses["CAM_FRONT"], atol=1e-6)
+    assert counter(harness, "time_jumps_back") == jumps + 1
+    assert counter(harness, "tf_buffer_clears") == clears + 1
+    harness.offset_ns = start + 10 * NodeHarness.STEP_NS  # later tests go on after everything published here
+
+
+def test_sim_clock_jumping_back_clears_tf_and_restarts_sync_and_cache(harness: NodeHarness,
+                                                                       steps: list[StepResult]) -> None:
+    """Sim time: /clock goes 30 s back (a looping bag replayed with its clock). The node's clock-jump callback
+    empties tf and the camera queues and restarts the temporal cache; the next set at the new time is a grid."""
+    ensure_history(harness)
+    node = harness.node
+    clock_pub = harness.tester.create_publisher(Clock, "/clock", 10)
+    last = harness.feed.camera_stamps(harness.offset_ns)["CAM_FRONT"]
+    jumps, sync_resets = counter(harness, "clock_jumps_back"), node.sync.counters()["resets"]
+    node.set_parameters([Parameter("use_sim_time", value=True)])
+    try:
+        clock_pub.publish(Clock(clock=ns_to_stamp(last)))
+        assert harness.spin_until(lambda: node.get_clock().now().nanoseconds == last, 30.0)
+        # switching to sim time was a clock change, which clears a tf buffer made with node=: send tf again
+        harness.feed.publish_tf([(last, moved(harness, 0.0, 0.0)["CAM_FRONT"])])
+        assert harness.spin_until(lambda: node.tf_buffer.can_transform("map", "base_link", Time(nanoseconds=last)),
+                                  30.0)
+        harness.offset_ns -= 60 * NodeHarness.STEP_NS
+        stamps = harness.feed.camera_stamps(harness.offset_ns)
+        clock_pub.publish(Clock(clock=ns_to_stamp(min(stamps.values()))))
+        assert harness.spin_until(lambda: counter(harness, "clock_jumps_back") == jumps + 1, 30.0)
+        assert not node.tf_buffer.can_transform("map", "base_link", Time(nanoseconds=last))
+        assert node.sync.counters()["resets"] == sync_resets + 1
+        grids = len(harness.grids)
+        stamp = harness.feed.publish_set(harness.offset_ns)
+        harness.wait_grid(stamp, grids)
+        assert steps[-1].start_of_sequence
     finally:
         node.set_parameters([Parameter("use_sim_time", value=False)])
         harness.tester.destroy_publisher(clock_pub)

@@ -1,4 +1,4 @@
-"""The approximate-time fallback and CameraSetSync on real nuScenes camera stamps (12 Hz, ~42 ms spread)."""
+"""The approximate-time synchroniser (genuine or fallback) and CameraSetSync on real nuScenes camera stamps (12 Hz, ~42 ms spread)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy is installed by scripts/setup
 from sensor_msgs.msg import Image  # noqa: E402
 
 from gsdocc_ros.pipeline.frames import CAMERA_NAMES  # noqa: E402
-from gsdocc_ros.ros.compat import (  # noqa: E402
-    CameraSetSync, FallbackApproximateTimeSynchronizer, FallbackSimpleFilter, Subscriber,
+from gsdocc_ros.ros.sync import (  # noqa: E402
+    ApproximateTimeSynchronizer, CameraSetSync, FallbackSimpleFilter, Subscriber,
 )
 from gsdocc_ros.ros.conversions import ns_to_stamp, stamp_to_ns  # noqa: E402
 
@@ -72,18 +72,18 @@ def wired(slop: float, kind: type = CameraSetSync) -> tuple[list[FallbackSimpleF
     return inputs, sync, sets
 
 
-def test_fallback_groups_real_nuscenes_stamps_into_their_periods(camera_stamps: list[int]) -> None:
-    inputs, sync, sets = wired(0.06, FallbackApproximateTimeSynchronizer)
+def test_synchroniser_groups_real_nuscenes_stamps_into_their_periods(camera_stamps: list[int]) -> None:
+    inputs, sync, sets = wired(0.06, ApproximateTimeSynchronizer)
     deliver(inputs, stream(camera_stamps, 6))
     assert periods_of(sets, camera_stamps) == [0, 1, 2, 3, 4, 5]
 
 
-def test_fallback_groups_correctly_under_random_transport_delays(camera_stamps: list[int]) -> None:
+def test_synchroniser_groups_correctly_under_random_transport_delays(camera_stamps: list[int]) -> None:
     """Arrival = stamp + up to 70 ms of delay, so the next period's first images overtake this period's last."""
     rng = np.random.default_rng(3)
     items = stream(camera_stamps, 12)
     arrival = [stamp + int(rng.uniform(0, 70e6)) for _, _, stamp in items]
-    inputs, sync, sets = wired(0.06, FallbackApproximateTimeSynchronizer)
+    inputs, sync, sets = wired(0.06, ApproximateTimeSynchronizer)
     deliver(inputs, [items[i] for i in np.argsort(arrival, kind="stable")])
     assert periods_of(sets, camera_stamps) == list(range(12))
 
@@ -101,7 +101,7 @@ def test_counts_an_incomplete_set_when_one_camera_is_missing(camera_stamps: list
     inputs, sync, sets = wired(0.06)
     deliver(inputs, stream(camera_stamps, 5, skip={(2, CAMERA_NAMES.index("CAM_BACK"))}))
     assert periods_of(sets, camera_stamps) == [0, 1, 3, 4]
-    assert sync.counters() == {"messages_in": 29, "sets_out": 4, "messages_dropped": 5, "incomplete_sets": 1,
+    assert sync.counters() == {"messages_in": 29, "sets_out": 4, "messages_dropped": 5, "incomplete_sets": 1, "callback_errors": 0,
                                "resets": 0}
 
 
@@ -110,7 +110,7 @@ def test_stale_message_is_dropped_without_counting_a_missed_set(camera_stamps: l
     deliver(inputs, stream(camera_stamps, 2))
     deliver(inputs, [(0, 0, camera_stamps[0] + PERIOD_NS)])  # a duplicate of period 1, after its set went out
     assert len(sets) == 2
-    assert sync.counters() == {"messages_in": 13, "sets_out": 2, "messages_dropped": 1, "incomplete_sets": 0,
+    assert sync.counters() == {"messages_in": 13, "sets_out": 2, "messages_dropped": 1, "incomplete_sets": 0, "callback_errors": 0,
                                "resets": 0}
 
 
@@ -120,7 +120,7 @@ def test_time_jumping_backwards_resets_and_sets_resume(camera_stamps: list[int])
     deliver(inputs, items[:-3])  # the last period is left incomplete (3 images queued) ...
     deliver(inputs, items[:12])  # ... when the bag loops back to its start
     assert periods_of(sets, camera_stamps) == list(range(39)) + [0, 1]
-    assert sync.counters() == {"messages_in": 237 + 12, "sets_out": 41, "messages_dropped": 3, "incomplete_sets": 1,
+    assert sync.counters() == {"messages_in": 237 + 12, "sets_out": 41, "messages_dropped": 3, "incomplete_sets": 1, "callback_errors": 0,
                                "resets": 1}
     sync.reset()
     assert sync.counters()["resets"] == 2

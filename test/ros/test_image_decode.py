@@ -12,7 +12,7 @@ pytest.importorskip("rclpy", reason="rclpy is installed by scripts/setup.sh")
 from PIL import Image as PILImage  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
-from gsdocc_ros.ros.compat import DEFAULT_JPEG_DECODER, JPEG_DECODERS, ImageDecodeError, decode_image  # noqa: E402
+from gsdocc_ros.ros.image_decode import DEFAULT_JPEG_DECODER, JPEG_DECODERS, ImageDecodeError, decode_image  # noqa: E402
 
 
 @pytest.fixture(scope="module")
