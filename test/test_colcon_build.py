@@ -67,8 +67,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_install_layout(workspace: Path) -> None:
     """Executable, share files, message code and libraries, and the ament index entries, where ROS tools look."""
     prefix = workspace / "install" / PACKAGE
-    node = prefix / "lib" / PACKAGE / "gsdocc_node"
-    assert node.is_file() and os.access(node, os.X_OK), node
+    executable = prefix / "lib" / PACKAGE / "gsdocc_node"
+    assert executable.is_file() and os.access(executable, os.X_OK), executable
     share = prefix / "share" / PACKAGE
     assert ET.parse(share / "package.xml").getroot().findtext("name") == PACKAGE
     for folder in ("launch", "config"):
