@@ -9,6 +9,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export FASTDDS_BUILTIN_TRANSPORTS := SHM
 # Run a command in a private network namespace with only `lo` up (root), else as it is.
 ISOLATE = $(if $(shell unshare -n true 2>/dev/null && echo yes),unshare -n bash -c 'ip link set lo up && exec "$$0" "$$@"',)
+# Options and test paths for pytest; without paths it runs the testpaths of pytest.ini (the whole suite).
 PYTEST_ARGS ?=
 
 .PHONY: setup test demo clean
@@ -17,7 +18,7 @@ setup:
 	@bash scripts/setup.sh
 
 test: setup
-	ROS_DOMAIN_ID=$$(( RANDOM % 200 + 1 )) $(ISOLATE) $(PYTHON) -m pytest test $(PYTEST_ARGS)
+	ROS_DOMAIN_ID=$$(( RANDOM % 200 + 1 )) $(ISOLATE) $(PYTHON) -m pytest $(PYTEST_ARGS)
 
 demo: setup
 	ROS_DOMAIN_ID=$$(( RANDOM % 200 + 1 )) $(ISOLATE) $(VENV)/bin/gsdocc demo $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(BAG),--bag $(BAG)) --out out/demo

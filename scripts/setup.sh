@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds .venv: Python 3.11, ROS 2 Kilted from the ros-kilted-* wheels, torch, the pinned
-# requirements, and gsdocc_ros itself (messages built with cmake and installed into the venv).
+# requirements, gsdocc_ros itself (messages built with cmake and installed into the venv), and colcon.
 # Idempotent: each stage is skipped while the files it depends on are unchanged.
 #
 # Environment: VENV (default .venv), PYTHON (default python3.11, else python3 if it is 3.11),
@@ -112,6 +112,17 @@ if ! stage_done package "$pkg_hash"; then
     "$PY" >"$VENV/bin/gsdocc"
   chmod +x "$VENV/bin/gsdocc"
   stage_mark package "$pkg_hash"
+fi
+
+# 5. colcon, for building the package in a colcon workspace the way ROS users do (test_colcon_build.py). An
+# environment of its own: colcon-core pins setuptools<80 and brings pytest plugins the node's environment should not get.
+colcon_hash="$(stage_hash "$ROOT/requirements-colcon.txt")"
+if ! stage_done colcon "$colcon_hash"; then
+  log "installing colcon (requirements-colcon.txt) into $VENV/colcon"
+  [[ -x "$VENV/colcon/bin/python" ]] || "$PY" -m venv "$VENV/colcon"
+  PY="$VENV/colcon/bin/python" pip_install -r "$ROOT/requirements-colcon.txt"
+  ln -sfn ../colcon/bin/colcon "$VENV/bin/colcon"
+  stage_mark colcon "$colcon_hash"
 fi
 
 "$PY" - <<'EOF' || die "the installed environment does not import; see the messages above"

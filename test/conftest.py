@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,19 @@ def subprocess_env(ros_domain: int) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+@pytest.fixture
+def node(ros_domain: int) -> Iterator[object]:
+    """An rclpy node of the test's own, in its own context on the test's domain (publish, subscribe, see the graph)."""
+    import rclpy  # here, not at the top: tests without ROS still collect where rclpy is missing
+
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("gsdocc_test", context=context)
+    yield node
+    node.destroy_node()
+    rclpy.shutdown(context=context)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,6 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
@@ -142,17 +141,6 @@ def _bag_messages(path: Path) -> dict[str, list[bytes]]:
         for connection, _, raw in reader.messages():
             out.setdefault(connection.topic, []).append(_wire(raw))
     return out
-
-
-@pytest.fixture
-def node(ros_domain: int) -> Iterator[object]:
-    """An rclpy node in its own context, on the test's domain."""
-    context = rclpy.context.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("gsdocc_test_player", context=context)
-    yield node
-    node.destroy_node()
-    rclpy.shutdown(context=context)
 
 
 def _subscriber(python: str, env: dict, tmp_path: Path, name: str, specs: list, expected: dict,
