@@ -47,9 +47,9 @@ Fast and slow casters: ``cast_rays`` steps all rays together, one voxel per iter
 ``cast_rays_reference`` is the same traversal written for one ray at a time in plain Python, the obviously
 correct twin. They do the same float64 operations in the same order, so on CPU they agree bit for bit.
 Time to score one sample (8 origins x 14,040 directions, ground truth and prediction cast) on the 2-core CPU
-this was built on, shared with other jobs (load average 4.6): best 2.4 s, median 2.5 s (the slow twin: 35 s),
-so about 100 s for a 40-keyframe scene; ``PYTHONPATH=. .venv/bin/python benchmarks/bm_ray_metrics.py --twin``
-(``benchmarks/README.md``).
+this was built on, shared with other sessions: best 1.8 s, median 1.9 s at load average 2.2 (2.4 s at 4.6);
+the slow twin takes 31 s. A 40-keyframe scene is thus scored in about 75 s;
+``PYTHONPATH=. .venv/bin/python benchmarks/bm_ray_metrics.py --twin`` gives it (``benchmarks/README.md``).
 """
 
 from __future__ import annotations
@@ -189,20 +189,26 @@ def _march(grid: np.ndarray, starts: np.ndarray, units: np.ndarray, geometry: Gr
     out_label = torch.full((count,), FREE_INDEX, dtype=torch.int64, device=device)
     out_depth = torch.zeros(count, dtype=torch.float64, device=device)
     ray = torch.arange(count, device=device)
+    exit_t = torch.zeros(count, dtype=torch.float64, device=device)  # (M,) where the last voxel inside was left
     strides = torch.tensor([geometry.size[1] * geometry.size[2], geometry.size[2], 1], device=device)
+    axes = torch.arange(3, device=device)
     while len(ray):
         tx, ty, tz = t_max.unbind(1)
         axis = torch.where(tx < ty, torch.where(tx < tz, 0, 2), torch.where(ty < tz, 1, 2))  # (M,) the reference's tie order
-        leave = t_max.gather(1, axis[:, None])[:, 0]  # (M,) where the ray leaves the current voxel
         inside = ((voxel >= 0) & (voxel < size)).all(1)
+        exit_t = torch.where(inside, t_max.gather(1, axis[:, None])[:, 0], exit_t)
         index = (voxel.clamp(min=0) * strides).sum(1).clamp(max=len(occupied) - 1)
         hit = inside & occupied[index]
-        out_label[ray[hit]] = flat_labels[index[hit]]
-        out_depth[ray[inside]] = leave[inside]  # the hit voxel's exit, or the exit of the last free voxel so far
         away = (((voxel < 0) & (step < 0)) | ((voxel >= size) & (step > 0))).any(1)  # outside and never coming back
-        keep = ~(hit | away)
-        ray, voxel, step, t_max, t_delta, axis = (a[keep] for a in (ray, voxel, step, t_max, t_delta, axis))
-        chosen = torch.nn.functional.one_hot(axis, 3).bool()  # (M, 3)
+        done = hit | away
+        if done.any():
+            finished = ray[done]
+            out_label[finished] = torch.where(hit[done], flat_labels[index[done]], FREE_INDEX)
+            out_depth[finished] = exit_t[done]
+            keep = ~done
+            ray, voxel, step, t_max, t_delta, axis, exit_t = (
+                a[keep] for a in (ray, voxel, step, t_max, t_delta, axis, exit_t))
+        chosen = axis[:, None] == axes  # (M, 3) the axis crossed next
         voxel = voxel + chosen * step
         t_max = torch.where(chosen, t_max + t_delta, t_max)
     return out_label, out_depth
