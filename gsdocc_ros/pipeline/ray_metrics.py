@@ -122,7 +122,7 @@ def scene_ray_origins(ego_poses: ArrayLike, lidar_to_ego: ArrayLike, reference: 
 
 def _ray_inputs(labels: ArrayLike, origins: ArrayLike, directions: ArrayLike, geometry: GridGeometry
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Checked inputs of both casters: labels (X, Y, Z), ray starts in voxel units (T*R, 3), unit directions (T*R, 3)."""
+    """Checked inputs of both casters: labels (X, Y, Z), ray starts (T*R, 3) in voxel units, unit directions (T*R, 3)."""
     grid = _check_labels(labels, "labels", len(CLASS_NAMES))
     if grid.shape != geometry.size:
         raise ValueError(f"labels shape {grid.shape} differs from the grid size {geometry.size}")
@@ -194,7 +194,7 @@ def _march(grid: np.ndarray, starts: np.ndarray, units: np.ndarray, geometry: Gr
     axes = torch.arange(3, device=device)
     while len(ray):
         tx, ty, tz = t_max.unbind(1)
-        axis = torch.where(tx < ty, torch.where(tx < tz, 0, 2), torch.where(ty < tz, 1, 2))  # (M,) the reference's tie order
+        axis = torch.where(tx < ty, torch.where(tx < tz, 0, 2), torch.where(ty < tz, 1, 2))  # (M,) reference's ties
         inside = ((voxel >= 0) & (voxel < size)).all(1)
         exit_t = torch.where(inside, t_max.gather(1, axis[:, None])[:, 0], exit_t)
         index = (voxel.clamp(min=0) * strides).sum(1).clamp(max=len(occupied) - 1)

@@ -421,10 +421,9 @@ def keyframe_inputs(nusc: Any, sample_token: str) -> KeyframeInputs:
     from gsdocc_ros.pipeline.frames import CAMERA_NAMES, KEY_CAMERA, CameraFrame
     from gsdocc_ros.pipeline.geometry import camera_to_key_ego
 
-    pose = _record_pose
     sample = nusc.get("sample", sample_token)
     cams = {name: nusc.get("sample_data", sample["data"][name]) for name in CAMERA_NAMES}
-    key_pose = pose(nusc.get("ego_pose", cams[KEY_CAMERA]["ego_pose_token"]))
+    key_pose = _record_pose(nusc.get("ego_pose", cams[KEY_CAMERA]["ego_pose_token"]))
     frames = []
     for name in CAMERA_NAMES:
         data = cams[name]
@@ -434,13 +433,14 @@ def keyframe_inputs(nusc: Any, sample_token: str) -> KeyframeInputs:
             name=name,
             image=np.asarray(Image.open(path).convert("RGB")),
             intrinsics=np.asarray(sensor["camera_intrinsic"], dtype=np.float64),
-            cam_to_ego=camera_to_key_ego(pose(sensor), pose(nusc.get("ego_pose", data["ego_pose_token"])), key_pose),
+            cam_to_ego=camera_to_key_ego(_record_pose(sensor),
+                                         _record_pose(nusc.get("ego_pose", data["ego_pose_token"])), key_pose),
             stamp_ns=int(data["timestamp"]) * 1000,
         ))
     lidar = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
-    return KeyframeInputs(frames, pose(nusc.get("ego_pose", lidar["ego_pose_token"])),
+    return KeyframeInputs(frames, _record_pose(nusc.get("ego_pose", lidar["ego_pose_token"])),
                           int(cams[KEY_CAMERA]["timestamp"]) * 1000, key_pose,
-                          pose(nusc.get("calibrated_sensor", lidar["calibrated_sensor_token"])))
+                          _record_pose(nusc.get("calibrated_sensor", lidar["calibrated_sensor_token"])))
 
 
 def scene_samples(nusc: Any, scene_names: Sequence[str]) -> list[SceneTokens]:
@@ -558,7 +558,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     score.add_argument("--pred", type=Path, required=True, help="folder of <sample token>.npz predictions")
     score.add_argument("--dataroot", type=Path,
                        help="nuScenes root: RayIoU origins from its tables instead of the prediction files' poses")
-    score.add_argument("--version", default="v1.0-trainval", help="nuScenes version with --dataroot (default: %(default)s)")
+    score.add_argument("--version", default="v1.0-trainval",
+                       help="nuScenes version with --dataroot (default: %(default)s)")
     score.add_argument("--device", default="cpu", help="device of the RayIoU ray caster: cpu or cuda")
     model_run = actions.add_parser("run", help="run the model over a nuScenes split and score it")
     model_run.add_argument("--dataroot", type=Path, required=True, help="nuScenes root (holds samples/ and VERSION/)")

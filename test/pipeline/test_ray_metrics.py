@@ -56,7 +56,8 @@ def test_query_directions_follow_the_lidar_pattern() -> None:
     assert directions.shape == (39 * 360, 3)
     np.testing.assert_allclose(np.linalg.norm(directions, axis=1), 1.0, atol=1e-12)
     elevations = np.arcsin(directions[::360, 2])
-    assert elevations[0] == pytest.approx(-math.pi / 4) and elevations[9] == pytest.approx(-(math.pi / 2 - math.atan(10)))
+    assert elevations[0] == pytest.approx(-math.pi / 4)
+    assert elevations[9] == pytest.approx(-(math.pi / 2 - math.atan(10)))
     assert elevations[-2] < 0.21 <= elevations[-1]
     np.testing.assert_allclose(np.diff(elevations[9:]), elevations[9] - elevations[8], atol=1e-12)
     yaw = np.degrees(np.arctan2(directions[:360, 1], directions[:360, 0])) % 360

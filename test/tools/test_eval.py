@@ -175,7 +175,8 @@ def synthetic_rays() -> eval_cmd.RayScoring:
 
     def scene_poses(scene: str) -> tuple[list[str], np.ndarray, np.ndarray]:
         tokens = dict(SCENES)[scene]
-        return tokens, np.array([ego_pose(4.0 * i, 3.0 * i) for i in range(len(tokens))]), np.array([MOUNT] * len(tokens))
+        poses = np.array([ego_pose(4.0 * i, 3.0 * i) for i in range(len(tokens))])
+        return tokens, poses, np.array([MOUNT] * len(tokens))
 
     return eval_cmd.RayScoring(scene_poses, directions=lidar_ray_directions()[::60])
 
@@ -226,8 +227,9 @@ def test_two_ranks_on_loopback_equal_one_rank(shared_data: Path, tmp_path: Path)
         assert np.array_equal(reduced.matrix, single.confusion.matrix)
         assert reduced.miou() == single.confusion.miou()
         with np.load(tmp_path / f"rays{r}.npz") as rays:
-            assert np.array_equal(rays["gt"], single.rays.gt_counts) and np.array_equal(rays["tp"], single.rays.true_positives)
+            assert np.array_equal(rays["gt"], single.rays.gt_counts)
             assert np.array_equal(rays["pred"], single.rays.pred_counts)
+            assert np.array_equal(rays["tp"], single.rays.true_positives)
             assert rays["meta"].tolist() == [single.rays.num_rays, len(all_tokens)]
         assert ranks[r]["scored"] == all_tokens and ranks[r]["num_samples"] == len(all_tokens)
     # Whole scenes, round-robin, each starting its temporal sequence; together exactly the one-rank calls.
@@ -409,8 +411,9 @@ def test_ros_path_and_nuscenes_tables_give_the_same_rayiou(dataset: Path, shared
 
     real = load_real(shared_data)
     samples = json.loads((dataset / "v1.0-mini" / "sample.json").read_text())[:2]  # scene-0061's two keyframes
-    cam_front = {r["sample_token"]: r["timestamp"] * 1000 for r in json.loads(
-        (dataset / "v1.0-mini" / "sample_data.json").read_text()) if "CAM_FRONT/" in r["filename"] and r["is_key_frame"]}
+    records = json.loads((dataset / "v1.0-mini" / "sample_data.json").read_text())
+    cam_front = {r["sample_token"]: r["timestamp"] * 1000 for r in records
+                 if "CAM_FRONT/" in r["filename"] and r["is_key_frame"]}
     # ROS path: the bag's tf (map -> base_link at every image stamp, base_link -> LIDAR_TOP), each grid recorded.
     bag = tmp_path / "bag"
     convert(dataset, "v1.0-mini", bag, scenes=["scene-0061"], progress=False)
