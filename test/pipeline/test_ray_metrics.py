@@ -147,8 +147,17 @@ def test_fast_caster_equals_its_twin_on_random_grids(density: float) -> None:
 
 
 def test_fast_caster_equals_its_twin_on_the_real_grid(real_gt: np.ndarray, real_origins: np.ndarray) -> None:
-    hit, _ = both_casters(real_gt, real_origins, lidar_ray_directions()[::41], GridGeometry())
-    assert 0.3 < (hit != FREE_INDEX).mean() < 1.0
+    directions = lidar_ray_directions()[::41]
+    shifted = np.full_like(real_gt, FREE_INDEX)
+    shifted[:, 1:] = real_gt[:, :-1]  # 0.4 m along +y
+    gt_rays = both_casters(real_gt, real_origins, directions, GridGeometry())
+    assert 0.3 < (gt_rays[0] != FREE_INDEX).mean() < 1.0
+    fast, twin = RayIoU(), RayIoU()
+    fast.update_rays(*both_casters(shifted, real_origins, directions, GridGeometry()), *gt_rays)
+    twin_pred, twin_gt = (cast_rays_reference(grid, real_origins, directions) for grid in (shifted, real_gt))
+    twin.update_rays(*twin_pred, *twin_gt)
+    assert fast == twin and fast.per_threshold().tolist() == twin.per_threshold().tolist()
+    assert fast.rayiou() == twin.rayiou() and 0.3 < fast.rayiou() < 1.0
 
 
 def test_real_sample_against_itself_scores_100(real_gt: np.ndarray, real_origins: np.ndarray) -> None:
