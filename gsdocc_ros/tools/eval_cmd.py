@@ -269,7 +269,7 @@ def _bars(ax: Any, iou: np.ndarray, names: Sequence[str], mean: float, label: st
         ax.axhline(100 * mean, color="grey", linestyle="--", linewidth=1, label=f"{label} {100 * mean:.2f}")
         ax.legend(loc="upper right")
     ax.set_xticks(range(len(classes)), [names[c] for c in classes], rotation=45, ha="right")
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 118)  # room for the legend above a 100 % bar
     ax.set_ylabel(ylabel)
 
 
