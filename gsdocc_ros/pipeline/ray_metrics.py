@@ -47,8 +47,8 @@ Fast and slow casters: ``cast_rays`` steps all rays together, one voxel per iter
 ``cast_rays_reference`` is the same traversal written for one ray at a time in plain Python, the obviously
 correct twin. They do the same float64 operations in the same order, so on CPU they agree bit for bit.
 Time to score one sample (8 origins x 14,040 directions, ground truth and prediction cast) on the 2-core CPU
-this was built on, shared with other sessions: best 1.8 s, median 1.9 s at load average 2.2 (2.4 s at 4.6);
-the slow twin takes 31 s. A 40-keyframe scene is thus scored in about 75 s;
+this was built on, shared with other sessions: best 1.11 s, median 1.15 s at load average 2.3; the slow twin
+takes 25 s. A 40-keyframe scene is thus scored in about 45 s;
 ``PYTHONPATH=. .venv/bin/python benchmarks/bm_ray_metrics.py --twin`` gives it (``benchmarks/README.md``).
 """
 
@@ -205,9 +205,9 @@ def _march(grid: np.ndarray, starts: np.ndarray, units: np.ndarray, geometry: Gr
             finished = ray[done]
             out_label[finished] = torch.where(hit[done], flat_labels[index[done]], FREE_INDEX)
             out_depth[finished] = exit_t[done]
-            keep = ~done
+            keep = (~done).nonzero()[:, 0]  # one nonzero for the seven gathers below
             ray, voxel, step, t_max, t_delta, axis, exit_t = (
-                a[keep] for a in (ray, voxel, step, t_max, t_delta, axis, exit_t))
+                a.index_select(0, keep) for a in (ray, voxel, step, t_max, t_delta, axis, exit_t))
         chosen = axis[:, None] == axes  # (M, 3) the axis crossed next
         voxel = voxel + chosen * step
         t_max = torch.where(chosen, t_max + t_delta, t_max)
