@@ -146,6 +146,30 @@ def test_fast_caster_equals_its_twin_on_random_grids(density: float) -> None:
     assert (hit != FREE_INDEX).any() and (depth >= 0).all()
 
 
+def test_first_hit_agrees_with_dense_sampling_along_the_rays() -> None:
+    """Independent of the traversal: points every 1/1000 voxel along each ray, the first one in an occupied voxel."""
+    rng = np.random.default_rng(7)
+    geometry = GridGeometry(origin=(-4.0, -4.0, -1.0), voxel_size=0.4, size=(20, 20, 8))
+    labels = np.where(rng.random(geometry.size) < 0.03, rng.integers(0, 17, geometry.size), FREE_INDEX).astype(np.uint8)
+    origins = rng.uniform((-3, -3, -0.5), (3, 3, 2.0), (4, 3))
+    directions = rng.normal(size=(50, 3))
+    hit, depth = cast_rays(labels, origins, directions, geometry)
+    units = directions / np.linalg.norm(directions, axis=1, keepdims=True)
+    t = np.arange(0, 13.0, 0.0004)  # metres, longer than any chord of the grid
+    for m, (origin, unit) in enumerate((o, u) for o in origins for u in units):
+        index = np.floor((origin + t[:, None] * unit - geometry.origin) / geometry.voxel_size).astype(int)
+        inside = ((index >= 0) & (index < geometry.size)).all(1)
+        occupied = np.flatnonzero(inside & (labels[tuple(np.clip(index, 0, np.array(geometry.size) - 1).T)]
+                                            != FREE_INDEX))
+        if not len(occupied):
+            assert hit[m] == FREE_INDEX and depth[m] == pytest.approx(t[np.flatnonzero(inside)[-1]], abs=0.001)
+            continue
+        first = index[occupied[0]]
+        assert hit[m] == labels[tuple(first)]
+        leaves = occupied[0] + np.flatnonzero((index[occupied[0]:] != first).any(1))[0]  # first sample past it
+        assert depth[m] == pytest.approx(t[leaves], abs=0.001)
+
+
 def test_fast_caster_equals_its_twin_on_the_real_grid(real_gt: np.ndarray, real_origins: np.ndarray) -> None:
     directions = lidar_ray_directions()[::41]
     shifted = np.full_like(real_gt, FREE_INDEX)
