@@ -80,6 +80,7 @@ def test_exact_predictions_score_100(gt_tree, tmp_path: Path, capsys: pytest.Cap
     assert result["tokens_missing"] == [] and result["num_samples"] == 3
     assert result["voxels_scored"] == 3 * 43_355
     assert result["classes_in_mean"] == [0, 1, 3, 4, 6, 11, 13, 14, 15, 16]
+    assert "rayiou" not in result and result["ray_poses"] is None  # score: RayIoU only when asked for
     with Image.open(out / "miou_per_class.png") as png:
         png.load()
         assert png.size == (1100, 500) and png.format == "PNG"
