@@ -29,6 +29,9 @@ PREDICTION_KEYS: tuple[str, ...] = ("semantics", "pred")
 MASK_KEYS: tuple[str, ...] = ("mask_camera", "mask_lidar")
 """Visibility masks of an Occ3D ground-truth file."""
 
+POSE_KEYS: tuple[str, ...] = ("stamp_ns", "ego_pose", "lidar_to_ego")
+"""Keys of a prediction file that place its grid (for the RayIoU origins): stamp, ego -> fixed, LiDAR -> ego."""
+
 
 @dataclass
 class GridFile:
@@ -83,6 +86,35 @@ def read_grid_file(path: str | Path, need_masks: Iterable[str] = (), shape: tupl
         if mask.max() > 1:
             raise ToolError(f"{path}: '{key}' holds values other than 0 and 1")
     return GridFile(labels=labels, masks={k: m.astype(bool) for k, m in masks.items()}, path=path)
+
+
+@dataclass
+class GridPose:
+    """Where a recorded grid was: its stamp, the ego pose and the LiDAR mounting at that stamp."""
+
+    stamp_ns: int
+    ego_pose: np.ndarray
+    """float64 (4, 4) ego -> fixed frame (map) at the grid's stamp."""
+    lidar_to_ego: np.ndarray
+    """float64 (4, 4) LiDAR -> ego mounting."""
+
+
+def read_grid_pose(path: str | Path) -> GridPose | None:
+    """The ``POSE_KEYS`` of a prediction file, None when it lacks any; ToolError when they are malformed."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if not all(key in npz.files for key in POSE_KEYS):
+                return None
+            stamp, ego, lidar = (npz[key] for key in POSE_KEYS)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError) as error:
+        raise ToolError(f"{path}: not a readable .npz file ({error})") from None
+    for key, value in (("ego_pose", ego), ("lidar_to_ego", lidar)):
+        if value.shape != (4, 4) or not np.issubdtype(value.dtype, np.floating) or not np.isfinite(value).all():
+            raise ToolError(f"{path}: '{key}' must be a finite float (4, 4) transform, got {value.dtype} {value.shape}")
+    if stamp.shape != () or not np.issubdtype(stamp.dtype, np.integer):
+        raise ToolError(f"{path}: 'stamp_ns' must be one integer, got {stamp.dtype} {stamp.shape}")
+    return GridPose(int(stamp), ego.astype(np.float64), lidar.astype(np.float64))
 
 
 def refuse_existing(paths: Iterable[Path], force: bool) -> None:

@@ -3,7 +3,9 @@
   gsdocc record [--topic /gsdocc/occupancy] --out DIR [--bag BAG] [--count N] [--timeout S] [--best-effort] [--force]
 
 Each grid becomes DIR/<name>.npz: `semantics` uint8 (X, Y, Z) in Occ3D order, `stamp_ns`, and `confidence` /
-`camera_mask` when the message carries them; written to a temporary name, then renamed. <name> is the sample
+`camera_mask` when the message carries them, and with --bag `ego_pose` (ego -> map at the grid's stamp, from the
+bag's /tf) and `lidar_to_ego` (from its /tf_static) for the RayIoU origins of `gsdocc eval score --metric rayiou`;
+written to a temporary name, then renamed. <name> is the sample
 token when --bag is given and the grid's stamp (its CAM_FRONT stamp) matches a message of the bag's
 /gsdocc/sample_token topic (std_msgs/String, one per keyframe, bag time = that keyframe's CAM_FRONT stamp, as
 `gsdocc nuscenes-to-bag` writes it); otherwise the stamp in nanoseconds. Recording stops after N grids, after
@@ -26,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from gsdocc_ros.tools.bag_poses import BagPoses
 from gsdocc_ros.tools.cli import ToolError
 from gsdocc_ros.tools.grid_files import write_grid_file
 
@@ -126,12 +129,16 @@ def grid_file_name(stamp_ns: int, tokens: TokenMap | None) -> str:
     return f"{token or stamp_ns}.npz"
 
 
-def save_message(msg: Any, out: Path, tokens: TokenMap | None) -> Path:
-    """Write one SemanticVoxelGrid to OUT/<name>.npz (strict size checks first); returns the path."""
+def save_message(msg: Any, out: Path, tokens: TokenMap | None, poses: BagPoses | None = None) -> Path:
+    """Write one SemanticVoxelGrid to OUT/<name>.npz (strict size checks first), with its pose when known."""
     from gsdocc_ros.ros.conversions import grid_from_message
 
     grid = grid_from_message(msg)  # ValueError naming the field when sizes or values disagree
     extra: dict[str, np.ndarray] = {"stamp_ns": np.int64(grid.stamp_ns)}
+    if poses is not None and poses.lidar_to_ego is not None and msg.header.frame_id == poses.ego_frame:
+        ego_pose = poses.lookup(grid.stamp_ns)
+        if ego_pose is not None:
+            extra.update(ego_pose=ego_pose, lidar_to_ego=poses.lidar_to_ego)
     if grid.confidence is not None:
         extra["confidence"] = grid.confidence
     if grid.camera_mask is not None:
@@ -166,15 +173,16 @@ def run(args: argparse.Namespace) -> int:
     if args.out.is_dir() and any(args.out.glob("*.npz")) and not args.force:
         raise ToolError(f"{args.out} already holds .npz files; pass --force to add to them (same names are replaced)")
     tokens = TokenMap.from_bag(args.bag) if args.bag is not None else None
+    poses = BagPoses.from_bag(args.bag) if args.bag is not None else None
     if tokens is not None:
-        print(f"{len(tokens)} sample tokens from {args.bag}", file=sys.stderr)
+        print(f"{len(tokens)} sample tokens and {len(poses)} ego poses from {args.bag}", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     refused: list[str] = []
     try:
         for msg in receive_grids(args.topic, args.count, args.timeout, reliable=not args.best_effort):
             try:
-                written.append(save_message(msg, args.out, tokens))
+                written.append(save_message(msg, args.out, tokens, poses))
             except ValueError as error:
                 refused.append(str(error))
                 print(f"warning: grid refused: {error}", file=sys.stderr)

@@ -16,6 +16,7 @@ from gsdocc_ros.pipeline.frames import CAMERA_NAMES, load_sample_frames
 from gsdocc_ros.pipeline.grid import FREE_INDEX
 from gsdocc_ros.pipeline.metrics import OccupancyConfusion
 from gsdocc_ros.tools import cli, eval_cmd
+from test_nuscenes_to_bag import dataset  # noqa: F401  (fixture: a two-keyframe nuScenes dataroot)
 
 CAR, TRUCK, VEGETATION, DRIVEABLE, SIDEWALK = 4, 10, 16, 11, 13
 SCENE_0061 = "nuscenes_sample/scene-0061_ca9a282c"
@@ -79,6 +80,7 @@ def test_exact_predictions_score_100(gt_tree, tmp_path: Path, capsys: pytest.Cap
     assert result["tokens_missing"] == [] and result["num_samples"] == 3
     assert result["voxels_scored"] == 3 * 43_355
     assert result["classes_in_mean"] == [0, 1, 3, 4, 6, 11, 13, 14, 15, 16]
+    assert "rayiou" not in result and result["ray_poses"] is None  # score: RayIoU only when asked for
     with Image.open(out / "miou_per_class.png") as png:
         png.load()
         assert png.size == (1100, 500) and png.format == "PNG"
@@ -168,6 +170,18 @@ def synthetic_split(gt_file: str) -> tuple[eval_cmd.Predictor, eval_cmd.GtLoader
     return predict, load_gt, calls
 
 
+def synthetic_rays() -> eval_cmd.RayScoring:
+    """RayIoU over SCENES: keyframe i of a scene 4 m further and turned 3 degrees more; every 60th query direction."""
+    from gsdocc_ros.pipeline.ray_metrics import lidar_ray_directions
+
+    def scene_poses(scene: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+        tokens = dict(SCENES)[scene]
+        poses = np.array([ego_pose(4.0 * i, 3.0 * i) for i in range(len(tokens))])
+        return tokens, poses, np.array([MOUNT] * len(tokens))
+
+    return eval_cmd.RayScoring(scene_poses, directions=lidar_ray_directions()[::60])
+
+
 def rank_worker(rank: int, world_size: int, port: int, gt_file: str, out_dir: str) -> None:
     """One torchrun-like rank: env rendezvous on 127.0.0.1, gloo, evaluate its shard, save the reduced result."""
     import torch.distributed as dist
@@ -178,10 +192,14 @@ def rank_worker(rank: int, world_size: int, port: int, gt_file: str, out_dir: st
     assert (got_rank, got_world, device) == (rank, world_size, "cpu") and dist.get_backend() == "gloo"
     predict, load_gt, calls = synthetic_split(gt_file)
     try:
-        outcome = eval_cmd.evaluate_distributed(SCENES, predict, load_gt, rank, world_size, device, progress=False)
+        outcome = eval_cmd.evaluate_distributed(SCENES, predict, load_gt, rank, world_size, device, progress=False,
+                                                rays=synthetic_rays())
     finally:
         dist.destroy_process_group()
     np.save(Path(out_dir) / f"matrix{rank}.npy", outcome.confusion.matrix)
+    rays = outcome.rays
+    np.savez(Path(out_dir) / f"rays{rank}.npz", gt=rays.gt_counts, pred=rays.pred_counts, tp=rays.true_positives,
+             meta=[rays.num_rays, rays.num_samples])
     (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(
         {"calls": calls, "scored": outcome.scored, "num_samples": outcome.confusion.num_samples}))
 
@@ -197,9 +215,10 @@ def test_two_ranks_on_loopback_equal_one_rank(shared_data: Path, tmp_path: Path)
 
     gt_file = str(shared_data / "occ3d_sample" / "labels.npz")
     predict, load_gt, calls = synthetic_split(gt_file)
-    single = eval_cmd.evaluate_distributed(SCENES, predict, load_gt, progress=False)
+    single = eval_cmd.evaluate_distributed(SCENES, predict, load_gt, progress=False, rays=synthetic_rays())
     all_tokens = [t for _, tokens in SCENES for t in tokens]
     assert single.scored == all_tokens and 0.5 < single.confusion.miou() < 1.0
+    assert 0.5 < single.rays.rayiou() < 1.0 and single.rays.num_samples == len(all_tokens)
 
     mp.spawn(rank_worker, args=(2, free_port(), gt_file, str(tmp_path)), nprocs=2, join=True)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
@@ -208,6 +227,11 @@ def test_two_ranks_on_loopback_equal_one_rank(shared_data: Path, tmp_path: Path)
         reduced.matrix[...] = np.load(tmp_path / f"matrix{r}.npy")
         assert np.array_equal(reduced.matrix, single.confusion.matrix)
         assert reduced.miou() == single.confusion.miou()
+        with np.load(tmp_path / f"rays{r}.npz") as rays:
+            assert np.array_equal(rays["gt"], single.rays.gt_counts)
+            assert np.array_equal(rays["pred"], single.rays.pred_counts)
+            assert np.array_equal(rays["tp"], single.rays.true_positives)
+            assert rays["meta"].tolist() == [single.rays.num_rays, len(all_tokens)]
         assert ranks[r]["scored"] == all_tokens and ranks[r]["num_samples"] == len(all_tokens)
     # Whole scenes, round-robin, each starting its temporal sequence; together exactly the one-rank calls.
     assert ranks[0]["calls"] == ["s0/t0*", "s0/t1", "s0/t2", "s2/t4*", "s2/t5", "s4/t7*", "s4/t8"]
@@ -307,13 +331,18 @@ def test_eval_run_wires_nuscenes_the_runner_and_the_score(nuscenes_root: Path, s
     assert result["miou_percent"] == pytest.approx(100 * 9 / 11)
     saved = np.load(out / "predictions" / f"{TOKEN_0061}.npz")
     assert np.array_equal(saved["semantics"], labels) and int(saved["stamp_ns"]) == 1532402927612460000
+    # RayIoU beside mIoU by default (one keyframe: one origin, its LiDAR mount); the grid saved with its pose.
+    assert result["ray_poses"] == "LIDAR_TOP" and result["rayiou"]["num_samples"] == 1
+    assert 0 < result["rayiou"]["rayiou_percent"] < 100
+    calib = json.loads((shared_data / SCENE_0061 / "calib.json").read_text())
+    np.testing.assert_allclose(saved["ego_pose"], calib["cameras"]["CAM_FRONT"]["ego2global"], atol=1e-6)
+    np.testing.assert_allclose(saved["lidar_to_ego"], calib["lidar2ego"], atol=1e-6)
     (runner,) = FakeRunner.instances
     assert runner.config.cadence_tolerance_s == 0.2 and runner.source == "fake weights"
     reset, step = runner.events
     assert reset == ("reset", "start of scene-0061")
     _, frames, ego2global, stamp_ns, sequence_id = step
     # The history warp gets the LIDAR_TOP keyframe pose (official), the stamp is CAM_FRONT's.
-    calib = json.loads((shared_data / SCENE_0061 / "calib.json").read_text())
     np.testing.assert_allclose(ego2global, calib["ego2global"], atol=1e-4)
     assert stamp_ns == 1532402927612460000 and sequence_id == "scene-0061"
     assert [f.image.shape for f in frames] == [(900, 1600, 3)] * 6
@@ -324,3 +353,92 @@ def test_eval_run_checks_inputs_first(tmp_path: Path, capsys: pytest.CaptureFixt
                      str(tmp_path / "x.pt")])
     assert code == 2
     assert f"nuScenes tables {tmp_path / 'v1.0-mini'} do not exist" in capsys.readouterr().err
+
+
+# ---- RayIoU beside mIoU: origins from the prediction files (ROS path) or the nuScenes tables ----------------
+
+MOUNT = np.array([[0.0, 1.0, 0.0, 0.986], [-1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.84], [0.0, 0.0, 0.0, 1.0]])
+"""A LIDAR_TOP -> ego mounting like nuScenes' (0.986 m ahead, 1.84 m up, x to the left)."""
+
+
+def ego_pose(x: float, yaw_deg: float) -> np.ndarray:
+    """ego -> map: ``x`` metres along the map's x axis, turned by ``yaw_deg``."""
+    c, s = np.cos(np.radians(yaw_deg)), np.sin(np.radians(yaw_deg))
+    return np.array([[c, -s, 0.0, x], [s, c, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+
+
+def test_score_reports_rayiou_from_the_poses_in_the_files(gt_tree, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    root, samples = gt_tree
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    stamps, poses = {"tok0": 2, "tok1": 1, "tok2": 5}, {"tok0": ego_pose(6.0, 10.0), "tok1": ego_pose(0.0, 0.0),
+                                                          "tok2": ego_pose(3.0, -5.0)}
+    for token, sample in samples.items():
+        np.savez_compressed(pred / f"{token}.npz", semantics=corrupt(sample["semantics"], int(token[-1])),
+                            stamp_ns=np.int64(stamps[token]), ego_pose=poses[token], lidar_to_ego=MOUNT)
+    out = tmp_path / "out"
+    assert score("--pred", pred, "--gt", root, "--out", out, "--metric", "miou", "rayiou") == 0
+    result = json.loads((out / "miou.json").read_text())
+    rays = result["rayiou"]
+    assert result["ray_poses"] == "prediction files" and rays["num_samples"] == 3 and 0.5 < result["miou_percent"] < 100
+    # Independent: the same counts from the accumulator, origins from the poses in time order (tok1, then tok0).
+    from gsdocc_ros.pipeline.ray_metrics import RayIoU, scene_ray_origins
+
+    expected = RayIoU()
+    scene_a = (np.array([poses["tok1"], poses["tok0"]]), np.array([MOUNT, MOUNT]))
+    for token, origins in (("tok0", scene_ray_origins(*scene_a, 1)), ("tok1", scene_ray_origins(*scene_a, 0)),
+                           ("tok2", scene_ray_origins(poses["tok2"][None], MOUNT[None], 0))):
+        expected.update(corrupt(samples[token]["semantics"], int(token[-1])), samples[token]["semantics"], origins)
+    assert rays == expected.to_dict() | {"metric": rays["metric"]}
+    assert 50 < rays["rayiou_percent"] < 100 and len(rays["rayiou_per_threshold_percent"]) == 3
+    with Image.open(out / "miou_per_class.png") as png:
+        assert png.size == (1100, 1000)  # two panels: mIoU above, RayIoU below
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].endswith(f"RayIoU {rays['rayiou_percent']:.2f} over 3 samples)")
+    assert any(line.startswith(f"RayIoU {rays['rayiou_percent']:.2f} % (@1 / 2 / 4 m: ") for line in lines)
+    np.savez_compressed(pred / "tok1.npz", semantics=samples["tok1"]["semantics"])  # no pose
+    assert score("--pred", pred, "--gt", root, "--out", out, "--metric", "rayiou", "--force") == 2
+    assert f"{pred / 'tok1.npz'}: no stamp_ns / ego_pose / lidar_to_ego" in capsys.readouterr().err
+
+
+def test_ros_path_and_nuscenes_tables_give_the_same_rayiou(dataset: Path, shared_data: Path, tmp_path: Path) -> None:
+    """Two keyframes of scene-0061 0.5 s apart (test_nuscenes_to_bag's dataset): each sample gets the other's origin."""
+    from gsdocc_ros.pipeline.grid import OccupancyGrid
+    from gsdocc_ros.ros.conversions import grid_to_message
+    from gsdocc_ros.tools.bag_poses import BagPoses
+    from gsdocc_ros.tools.nuscenes_to_bag import convert
+    from gsdocc_ros.tools.record import TokenMap, save_message
+
+    real = load_real(shared_data)
+    samples = json.loads((dataset / "v1.0-mini" / "sample.json").read_text())[:2]  # scene-0061's two keyframes
+    records = json.loads((dataset / "v1.0-mini" / "sample_data.json").read_text())
+    cam_front = {r["sample_token"]: r["timestamp"] * 1000 for r in records
+                 if "CAM_FRONT/" in r["filename"] and r["is_key_frame"]}
+    # ROS path: the bag's tf (map -> base_link at every image stamp, base_link -> LIDAR_TOP), each grid recorded.
+    bag = tmp_path / "bag"
+    convert(dataset, "v1.0-mini", bag, scenes=["scene-0061"], progress=False)
+    poses = BagPoses.from_bag(bag)
+    tokens = TokenMap({cam_front[s["token"]]: s["token"] for s in samples})
+    pred = tmp_path / "recorded"
+    pred.mkdir()
+    for index, sample in enumerate(samples):
+        gt = variant(real, index)
+        (tmp_path / "gts" / "scene-0061" / sample["token"]).mkdir(parents=True)
+        np.savez_compressed(tmp_path / "gts" / "scene-0061" / sample["token"] / "labels.npz", **gt)
+        grid = OccupancyGrid(labels=corrupt(gt["semantics"], index), stamp_ns=cam_front[sample["token"]])
+        with np.load(save_message(grid_to_message(grid, "base_link"), pred, tokens, poses)) as saved:
+            assert saved["ego_pose"].shape == saved["lidar_to_ego"].shape == (4, 4)
+    results = {}
+    for name, extra in (("files", []), ("tables", ["--dataroot", dataset, "--version", "v1.0-mini",
+                                                   "--ray-poses", "CAM_FRONT"]),
+                        ("official", ["--dataroot", dataset, "--version", "v1.0-mini"])):
+        assert score("--pred", pred, "--gt", tmp_path / "gts", "--out", tmp_path / name, "--metric", "miou",
+                     "rayiou", *extra) == 0
+        results[name] = json.loads((tmp_path / name / "miou.json").read_text())["rayiou"]
+    assert results["files"] == results["tables"] and 0 < results["files"]["rayiou_percent"] < 100
+    assert results["files"]["rays_scored"] > 2 * 14_040  # two origins per sample
+    # LIDAR_TOP poses (SparseOcc's), 35 ms later than the grids' stamps: the other origin moves, the score a little
+    official = results["official"]
+    assert official["rays_scored"] != results["files"]["rays_scored"]
+    assert official["rayiou_percent"] == pytest.approx(results["files"]["rayiou_percent"], abs=0.01)

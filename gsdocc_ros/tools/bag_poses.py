@@ -1,0 +1,80 @@
+"""Ego poses and the LiDAR mounting from a bag's tf, saved by `gsdocc record` with each grid for its RayIoU origins.
+
+The ego pose of a grid is ``fixed -> ego`` on /tf at the grid's stamp: the message at exactly that stamp when
+there is one (`gsdocc nuscenes-to-bag` writes one at every image stamp), otherwise interpolated between the
+two nearest messages when they are at most ``MAX_GAP_NS`` apart (translation linearly, rotation by normalised
+linear interpolation of the quaternions). The mounting is ``ego -> lidar`` on /tf_static (the last one).
+Single tf edges only: a fixed frame reached through odom is not chained.
+"""
+
+from __future__ import annotations
+
+import bisect
+from pathlib import Path
+
+import numpy as np
+
+from gsdocc_ros.pipeline.geometry import make_transform, quaternion_to_matrix
+from gsdocc_ros.tools.bags import bag_typestore, open_bag
+from gsdocc_ros.tools.cli import ToolError
+
+TF_TOPIC, TF_STATIC_TOPIC = "/tf", "/tf_static"
+MAX_GAP_NS = 100_000_000
+"""Widest gap between two /tf messages that a grid's stamp may be interpolated across."""
+
+
+class BagPoses:
+    """``fixed -> ego`` transforms of a bag's /tf by stamp, and its ``ego -> lidar`` mounting."""
+
+    def __init__(self, stamps: list[int], transforms: list[object], lidar_to_ego: np.ndarray | None,
+                 ego_frame: str) -> None:
+        order = np.argsort(stamps, kind="stable")
+        self._stamps = [stamps[i] for i in order]
+        self._transforms = [transforms[i] for i in order]
+        self.lidar_to_ego = lidar_to_ego
+        """float64 (4, 4) LiDAR -> ego, or None when /tf_static has no such edge."""
+        self.ego_frame = ego_frame
+
+    def __len__(self) -> int:
+        return len(self._stamps)
+
+    @classmethod
+    def from_bag(cls, bag: Path, fixed_frame: str = "map", ego_frame: str = "base_link",
+                 lidar_frame: str = "LIDAR_TOP") -> BagPoses:
+        """Read every /tf edge ``fixed_frame -> ego_frame`` and the /tf_static edge ``ego_frame -> lidar_frame``."""
+        from gsdocc_ros.ros.conversions import transform_to_matrix
+
+        store = bag_typestore()
+        stamps, transforms, lidar_to_ego = [], [], None
+        reader = open_bag(bag)
+        try:
+            connections = [c for c in reader.connections if c.topic in (TF_TOPIC, TF_STATIC_TOPIC)]
+            for connection, _, raw in reader.messages(connections=connections) if connections else ():  # [] reads all
+                for edge in store.deserialize_cdr(raw, connection.msgtype).transforms:
+                    parent, child = edge.header.frame_id.lstrip("/"), edge.child_frame_id.lstrip("/")
+                    if connection.topic == TF_TOPIC and (parent, child) == (fixed_frame, ego_frame):
+                        stamps.append(edge.header.stamp.sec * 1_000_000_000 + edge.header.stamp.nanosec)
+                        transforms.append(edge.transform)
+                    elif connection.topic == TF_STATIC_TOPIC and (parent, child) == (ego_frame, lidar_frame):
+                        lidar_to_ego = transform_to_matrix(edge.transform)
+        except (ValueError, KeyError) as error:
+            raise ToolError(f"bag {bag}: cannot read {TF_TOPIC} ({type(error).__name__}: {error})") from None
+        finally:
+            reader.close()
+        return cls(stamps, transforms, lidar_to_ego, ego_frame)
+
+    def lookup(self, stamp_ns: int) -> np.ndarray | None:
+        """float64 (4, 4) ego -> fixed at ``stamp_ns`` (exact, or interpolated across a short gap); None otherwise."""
+        from gsdocc_ros.ros.conversions import transform_to_matrix
+
+        i = bisect.bisect_left(self._stamps, stamp_ns)
+        if i < len(self._stamps) and self._stamps[i] == stamp_ns:
+            return transform_to_matrix(self._transforms[i])
+        if i == 0 or i == len(self._stamps) or self._stamps[i] - self._stamps[i - 1] > MAX_GAP_NS:
+            return None
+        weight = (stamp_ns - self._stamps[i - 1]) / (self._stamps[i] - self._stamps[i - 1])
+        (t0, q0), (t1, q1) = ((np.array([t.translation.x, t.translation.y, t.translation.z]),
+                               np.array([t.rotation.x, t.rotation.y, t.rotation.z, t.rotation.w]))
+                              for t in self._transforms[i - 1:i + 1])
+        q = (1 - weight) * q0 + weight * (q1 if q0 @ q1 >= 0 else -q1)  # the shorter way round
+        return make_transform(quaternion_to_matrix(q / np.linalg.norm(q)), (1 - weight) * t0 + weight * t1)
