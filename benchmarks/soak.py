@@ -50,8 +50,8 @@ from gsdocc_ros.msg import SemanticVoxelGrid  # noqa: E402
 from gsdocc_ros.pipeline.frames import CAMERA_NAMES  # noqa: E402
 from gsdocc_ros.ros.conversions import stamp_to_ns  # noqa: E402
 from gsdocc_ros.ros.diagnostics import DiagnosticRules  # noqa: E402
-from gsdocc_ros.tools.demo import DIAGNOSTICS_TOPIC, GRID_TOPIC, NODE_NAME, DiagnosticsReport, NodeProcess  # noqa: E402
-from gsdocc_ros.tools.grid_files import atomic_output  # noqa: E402
+from gsdocc_ros.ros.node_process import DIAGNOSTICS_TOPIC, GRID_TOPIC, NODE_NAME, DiagnosticsReport, NodeProcess  # noqa: E402
+from gsdocc_ros.io.output import atomic_output  # noqa: E402
 from ros_feeder import SampleFeeder, spin_until  # noqa: E402
 
 DEFAULT_SCENE = REPO.parent / "shared" / "data" / "nuscenes_sample" / "scene-0061_ca9a282c"

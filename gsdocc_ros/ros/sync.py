@@ -21,7 +21,6 @@ no message older than the last set ever used again, a reset on backwards time ju
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import threading
 from collections.abc import Callable, Sequence

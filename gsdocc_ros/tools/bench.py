@@ -56,7 +56,7 @@ from gsdocc_ros.pipeline.torch_preprocess import TorchPreprocessor
 from gsdocc_ros.ros.image_decode import DEFAULT_JPEG_DECODER, decode_executor, decode_image, decode_threads
 from gsdocc_ros.ros.conversions import grid_to_message
 from gsdocc_ros.ros.markers import build_markers, build_markers_cdr, build_markers_reference
-from gsdocc_ros.tools.cli import ToolError
+from gsdocc_ros.errors import ToolError
 
 VERB = "bench"
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"

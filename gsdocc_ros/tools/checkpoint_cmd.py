@@ -13,8 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gsdocc_ros.model.checkpoint import CheckpointError, check_checkpoint, read_checkpoint, save_checkpoint
-from gsdocc_ros.tools.cli import ToolError
+from gsdocc_ros.errors import ToolError
 
 VERB = "checkpoint"
 
@@ -38,6 +37,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _check(args: argparse.Namespace) -> int:
     """Print what the file holds; exit 0 only on a strict match."""
+    from gsdocc_ros.model.checkpoint import check_checkpoint
+
     report = check_checkpoint(args.path, trust_pickle=args.trust_pickle)
     print(report.describe(limit=50))
     if not report.ok:
@@ -48,6 +49,8 @@ def _check(args: argparse.Namespace) -> int:
 
 def _convert(args: argparse.Namespace) -> int:
     """Check the input strictly, then write the own format atomically."""
+    from gsdocc_ros.model.checkpoint import check_checkpoint, read_checkpoint, save_checkpoint
+
     if args.output.exists() and not args.force:
         raise ToolError(f"{args.output} exists; pass --force to overwrite it")
     if not args.output.parent.is_dir():
@@ -65,6 +68,8 @@ def _convert(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``gsdocc checkpoint check|convert``; returns 0, or raises ToolError (exit 2) naming what is wrong."""
+    from gsdocc_ros.model.checkpoint import CheckpointError
+
     try:
         return _check(args) if args.action == "check" else _convert(args)
     except CheckpointError as exc:

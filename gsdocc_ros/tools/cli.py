@@ -6,16 +6,14 @@ import argparse
 import importlib
 import sys
 
+from gsdocc_ros.errors import ToolError
+
 # Subcommand modules, in the order `gsdocc --help` lists them. Each exposes
 # add_parser(subparsers) (registering its parser with func=run) and run(args) -> int.
 SUBCOMMANDS: tuple[str, ...] = (
     "node", "checkpoint_cmd", "eval_cmd", "bench", "record",
     "nuscenes_to_bag", "play", "render", "demo",
 )
-
-
-class ToolError(Exception):
-    """A user-facing failure of a subcommand: printed as one line, exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +46,5 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":  # `python -m gsdocc_ros.tools.cli`: use the imported module, whose ToolError the verbs raise
-    from gsdocc_ros.tools.cli import main as package_main
-
-    sys.exit(package_main())
+if __name__ == "__main__":  # `python -m gsdocc_ros.tools.cli`
+    sys.exit(main())

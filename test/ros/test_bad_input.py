@@ -33,8 +33,8 @@ from gsdocc_ros.ros import image_decode, tf  # noqa: E402
 from gsdocc_ros.ros.conversions import (MAX_INTRINSIC, camera_info_to_intrinsics, grid_from_message,  # noqa: E402
                                         transform_to_matrix)
 from gsdocc_ros.tools import cli  # noqa: E402
-from gsdocc_ros.tools.cli import ToolError  # noqa: E402
-from gsdocc_ros.tools.grid_files import read_grid_file  # noqa: E402
+from gsdocc_ros.errors import ToolError  # noqa: E402
+from gsdocc_ros.io.grid_files import read_grid_file  # noqa: E402
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 REPO = Path(__file__).resolve().parents[2]

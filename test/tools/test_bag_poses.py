@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gsdocc_ros.tools.bag_poses import BagPoses
-from gsdocc_ros.tools.bags import bag_typestore
+from gsdocc_ros.io.bag_poses import BagPoses
+from gsdocc_ros.io.bags import bag_typestore
 
 pytest.importorskip("rclpy", reason="rclpy is installed by scripts/setup.sh")
 

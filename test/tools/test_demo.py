@@ -24,8 +24,8 @@ from gsdocc_ros.pipeline.frames import CAMERA_NAMES, KEY_CAMERA, CameraFrame
 from gsdocc_ros.pipeline.geometry import camera_to_key_ego, make_transform, quaternion_to_matrix
 from gsdocc_ros.pipeline.runner import OccupancyRunner, RunnerConfig, load_model
 from gsdocc_ros.tools import cli
-from gsdocc_ros.tools.bags import bag_typestore, open_bag
-from gsdocc_ros.tools.grid_files import read_grid_file
+from gsdocc_ros.io.bags import bag_typestore, open_bag
+from gsdocc_ros.io.grid_files import read_grid_file
 
 pytest.importorskip("rclpy", reason="rclpy is installed by scripts/setup.sh")
 

@@ -15,7 +15,10 @@ from PIL import Image
 from gsdocc_ros.pipeline.frames import CAMERA_NAMES, load_sample_frames
 from gsdocc_ros.pipeline.grid import FREE_INDEX
 from gsdocc_ros.pipeline.metrics import OccupancyConfusion
-from gsdocc_ros.tools import cli, eval_cmd
+from gsdocc_ros.errors import ToolError
+from gsdocc_ros.evaluation import scoring
+from gsdocc_ros.io import nuscenes as nuscenes_io
+from gsdocc_ros.tools import cli
 from test_nuscenes_to_bag import dataset  # noqa: F401  (fixture: a two-keyframe nuScenes dataroot)
 
 CAR, TRUCK, VEGETATION, DRIVEABLE, SIDEWALK = 4, 10, 16, 11, 13
@@ -153,7 +156,7 @@ def test_inputs_are_checked_before_work(tmp_path: Path, capsys: pytest.CaptureFi
 SCENES = [("s0", ["t0", "t1", "t2"]), ("s1", ["t3"]), ("s2", ["t4", "t5"]), ("s3", ["t6"]), ("s4", ["t7", "t8"])]
 
 
-def synthetic_split(gt_file: str) -> tuple[eval_cmd.Predictor, eval_cmd.GtLoader, list[str]]:
+def synthetic_split(gt_file: str) -> tuple[scoring.Predictor, scoring.GtLoader, list[str]]:
     """Predictor and GT loader over SCENES built from the real file, and the list of (scene, token) predicted."""
     with np.load(gt_file) as npz:
         real = {key: npz[key] for key in npz.files}
@@ -170,7 +173,7 @@ def synthetic_split(gt_file: str) -> tuple[eval_cmd.Predictor, eval_cmd.GtLoader
     return predict, load_gt, calls
 
 
-def synthetic_rays() -> eval_cmd.RayScoring:
+def synthetic_rays() -> scoring.RayScoring:
     """RayIoU over SCENES: keyframe i of a scene 4 m further and turned 3 degrees more; every 60th query direction."""
     from gsdocc_ros.pipeline.ray_metrics import lidar_ray_directions
 
@@ -179,7 +182,7 @@ def synthetic_rays() -> eval_cmd.RayScoring:
         poses = np.array([ego_pose(4.0 * i, 3.0 * i) for i in range(len(tokens))])
         return tokens, poses, np.array([MOUNT] * len(tokens))
 
-    return eval_cmd.RayScoring(scene_poses, directions=lidar_ray_directions()[::60])
+    return scoring.RayScoring(scene_poses, directions=lidar_ray_directions()[::60])
 
 
 def rank_worker(rank: int, world_size: int, port: int, gt_file: str, out_dir: str) -> None:
@@ -188,11 +191,11 @@ def rank_worker(rank: int, world_size: int, port: int, gt_file: str, out_dir: st
 
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
                       GLOO_SOCKET_IFNAME="lo")
-    got_rank, got_world, device = eval_cmd.init_distributed("cpu")
+    got_rank, got_world, device = scoring.init_distributed("cpu")
     assert (got_rank, got_world, device) == (rank, world_size, "cpu") and dist.get_backend() == "gloo"
     predict, load_gt, calls = synthetic_split(gt_file)
     try:
-        outcome = eval_cmd.evaluate_distributed(SCENES, predict, load_gt, rank, world_size, device, progress=False,
+        outcome = scoring.evaluate_distributed(SCENES, predict, load_gt, rank, world_size, device, progress=False,
                                                 rays=synthetic_rays())
     finally:
         dist.destroy_process_group()
@@ -215,7 +218,7 @@ def test_two_ranks_on_loopback_equal_one_rank(shared_data: Path, tmp_path: Path)
 
     gt_file = str(shared_data / "occ3d_sample" / "labels.npz")
     predict, load_gt, calls = synthetic_split(gt_file)
-    single = eval_cmd.evaluate_distributed(SCENES, predict, load_gt, progress=False, rays=synthetic_rays())
+    single = scoring.evaluate_distributed(SCENES, predict, load_gt, progress=False, rays=synthetic_rays())
     all_tokens = [t for _, tokens in SCENES for t in tokens]
     assert single.scored == all_tokens and 0.5 < single.confusion.miou() < 1.0
     assert 0.5 < single.rays.rayiou() < 1.0 and single.rays.num_samples == len(all_tokens)
@@ -240,10 +243,10 @@ def test_two_ranks_on_loopback_equal_one_rank(shared_data: Path, tmp_path: Path)
 
 
 def test_sharding_keeps_scenes_whole() -> None:
-    assert eval_cmd.shard_scenes(SCENES, 1, 3) == [SCENES[1], SCENES[4]]
-    assert eval_cmd.shard_scenes(SCENES[:1], 1, 2) == []
+    assert scoring.shard_scenes(SCENES, 1, 3) == [SCENES[1], SCENES[4]]
+    assert scoring.shard_scenes(SCENES[:1], 1, 2) == []
     with pytest.raises(ValueError, match="rank 2 outside"):
-        eval_cmd.shard_scenes(SCENES, 2, 2)
+        scoring.shard_scenes(SCENES, 2, 2)
 
 
 # ---- `eval run`: nuScenes tables -> key-ego camera frames -> runner -> score ----------------------------------
@@ -274,8 +277,8 @@ def test_keyframe_inputs_follow_the_key_ego_convention(nuscenes_root: Path, shar
     from nuscenes.nuscenes import NuScenes
 
     nusc = NuScenes("v1.0-test", str(nuscenes_root), verbose=False)
-    assert eval_cmd.scene_samples(nusc, ["scene-0061"]) == [("scene-0061", [TOKEN_0061])]
-    inputs = eval_cmd.keyframe_inputs(nusc, TOKEN_0061)
+    assert nuscenes_io.scene_samples(nusc, ["scene-0061"]) == [("scene-0061", [TOKEN_0061])]
+    inputs = nuscenes_io.keyframe_inputs(nusc, TOKEN_0061)
     # Independent path: calib.json, whose per-camera ego poses were derived from the mmdet3d info file.
     reference = load_sample_frames(shared_data / SCENE_0061)
     assert [f.name for f in inputs.frames] == list(CAMERA_NAMES)
@@ -285,8 +288,8 @@ def test_keyframe_inputs_follow_the_key_ego_convention(nuscenes_root: Path, shar
         assert got.stamp_ns == want.stamp_ns and np.array_equal(got.image, want.image)
     np.testing.assert_allclose(inputs.sample_ego2global, reference.sample_ego2global, atol=1e-4)
     assert inputs.stamp_ns == reference.stamp_ns == 1532402927612460000
-    with pytest.raises(cli.ToolError, match="scenes not in v1.0-test: scene-9999"):
-        eval_cmd.scene_samples(nusc, ["scene-9999"])
+    with pytest.raises(ToolError, match="scenes not in v1.0-test: scene-9999"):
+        nuscenes_io.scene_samples(nusc, ["scene-9999"])
 
 
 class FakeRunner:
@@ -406,9 +409,10 @@ def test_ros_path_and_nuscenes_tables_give_the_same_rayiou(dataset: Path, shared
     """Two keyframes of scene-0061 0.5 s apart (test_nuscenes_to_bag's dataset): each sample gets the other's origin."""
     from gsdocc_ros.pipeline.grid import OccupancyGrid
     from gsdocc_ros.ros.conversions import grid_to_message
-    from gsdocc_ros.tools.bag_poses import BagPoses
-    from gsdocc_ros.tools.nuscenes_to_bag import convert
-    from gsdocc_ros.tools.record import TokenMap, save_message
+    from gsdocc_ros.io.bag_poses import BagPoses
+    from gsdocc_ros.io.nuscenes import convert
+    from gsdocc_ros.io.sample_tokens import TokenMap
+    from gsdocc_ros.ros.grid_recorder import save_message
 
     real = load_real(shared_data)
     samples = json.loads((dataset / "v1.0-mini" / "sample.json").read_text())[:2]  # scene-0061's two keyframes

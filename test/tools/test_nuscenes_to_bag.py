@@ -24,9 +24,9 @@ from rosbags.typesys import Stores, get_typestore
 
 from gsdocc_ros.pipeline.frames import CAMERA_NAMES
 from gsdocc_ros.tools import cli
-from gsdocc_ros.tools.bags import DISTROS, bag_typestore, open_bag
-from gsdocc_ros.tools.cli import ToolError
-from gsdocc_ros.tools.nuscenes_to_bag import convert
+from gsdocc_ros.io.bags import DISTROS, bag_typestore, open_bag
+from gsdocc_ros.errors import ToolError
+from gsdocc_ros.io.nuscenes import convert
 
 VERSION = "v1.0-mini"
 SOURCE = Path("nuscenes_sample") / "scene-0061_ca9a282c"

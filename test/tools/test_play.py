@@ -22,10 +22,10 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from gsdocc_ros.tools import cli
-from gsdocc_ros.tools.bags import DISTROS, bag_typestore, open_bag
-from gsdocc_ros.tools.cli import ToolError
-from gsdocc_ros.tools.nuscenes_to_bag import Event, MessageFactory, Rank, write_bag
-from gsdocc_ros.tools.play import BagPlayer, BagSource, PlayOptions
+from gsdocc_ros.io.bags import DISTROS, bag_typestore, open_bag
+from gsdocc_ros.errors import ToolError
+from gsdocc_ros.io.bag_messages import Event, MessageFactory, Rank, write_bag
+from gsdocc_ros.ros.bag_player import BagPlayer, BagSource, PlayOptions
 
 rclpy = pytest.importorskip("rclpy")
 
@@ -323,7 +323,7 @@ def test_type_names_from_a_bag_import_only_generated_interfaces() -> None:
     """A bag names its types; resolving them must never import an arbitrary installed package."""
     import sys
 
-    from gsdocc_ros.tools.play import message_class
+    from gsdocc_ros.ros.bag_player import message_class
 
     assert message_class("sensor_msgs/msg/CompressedImage").__name__ == "CompressedImage"
     assert message_class("gsdocc_ros/msg/SemanticVoxelGrid").__name__ == "SemanticVoxelGrid"

@@ -13,9 +13,10 @@ pytest.importorskip("rclpy", reason="rclpy is installed by scripts/setup.sh")
 from rosbags.rosbag2 import StoragePlugin  # noqa: E402
 
 from gsdocc_ros.tools import cli  # noqa: E402
-from gsdocc_ros.tools.bags import DISTROS  # noqa: E402
-from gsdocc_ros.tools.nuscenes_to_bag import Event, MessageFactory, Rank, write_bag  # noqa: E402
-from gsdocc_ros.tools.record import TOKEN_TOPIC, TokenMap  # noqa: E402
+from gsdocc_ros.io.bags import DISTROS  # noqa: E402
+from gsdocc_ros.io.bag_messages import Event, MessageFactory, Rank, write_bag  # noqa: E402
+from gsdocc_ros.io.bag_messages import SAMPLE_TOKEN_TOPIC as TOKEN_TOPIC  # noqa: E402
+from gsdocc_ros.io.sample_tokens import TokenMap  # noqa: E402
 
 TOPIC = "/test/occupancy"
 STAMPS = [1532402927612460000, 1532402928112404000, 1532402928612460000]

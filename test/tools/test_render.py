@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from gsdocc_ros.pipeline.grid import FREE_INDEX, OCC3D_COLORS, OCC3D_GEOMETRY
-from gsdocc_ros.tools import cli, render
+from gsdocc_ros.tools import cli
+from gsdocc_ros.viz import render
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,10 @@ from PIL import Image
 from gsdocc_ros.pipeline.frames import CAMERA_NAMES, KEY_CAMERA, load_sample_frames
 from gsdocc_ros.pipeline.geometry import invert_transform, make_transform, quaternion_to_matrix
 from gsdocc_ros.pipeline.grid import CLASS_NAMES, FREE_INDEX, OCC3D_GEOMETRY
-from gsdocc_ros.tools.bags import bag_typestore, open_bag
-from gsdocc_ros.tools.cli import ToolError
-from gsdocc_ros.tools.grid_files import read_grid_file
-from gsdocc_ros.tools.synthetic_scene import RIG, START_NS, StreetScene, write_synthetic_bag
+from gsdocc_ros.io.bags import bag_typestore, open_bag
+from gsdocc_ros.errors import ToolError
+from gsdocc_ros.io.grid_files import read_grid_file
+from gsdocc_ros.io.synthetic_scene import RIG, START_NS, StreetScene, write_synthetic_bag
 
 KEYFRAMES = 2
 LABEL = {name: index for index, name in enumerate(CLASS_NAMES)}

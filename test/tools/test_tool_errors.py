@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from gsdocc_ros.tools import cli
-from gsdocc_ros.tools.cli import ToolError
-from gsdocc_ros.tools.record import TokenMap, grid_file_name
+from gsdocc_ros.errors import ToolError
+from gsdocc_ros.io.sample_tokens import TokenMap, grid_file_name
 
 from test_nuscenes_to_bag import VERSION, dataset  # noqa: F401 - the fixture: a small real v1.0-mini dataroot
 

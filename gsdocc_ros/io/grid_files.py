@@ -7,18 +7,17 @@ RayIoU tooling). All are uint8 (200, 200, 16) in Occ3D (x, y, z) order.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import zipfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from gsdocc_ros.pipeline.grid import CLASS_NAMES, OCC3D_GEOMETRY
-from gsdocc_ros.tools.cli import ToolError
+from gsdocc_ros.errors import ToolError
+from gsdocc_ros.io.output import atomic_output
 
 OCC3D_SHAPE: tuple[int, int, int] = OCC3D_GEOMETRY.size
 """(X, Y, Z) shape of every Occ3D-nuScenes grid file."""
@@ -115,27 +114,6 @@ def read_grid_pose(path: str | Path) -> GridPose | None:
     if stamp.shape != () or not np.issubdtype(stamp.dtype, np.integer):
         raise ToolError(f"{path}: 'stamp_ns' must be one integer, got {stamp.dtype} {stamp.shape}")
     return GridPose(int(stamp), ego.astype(np.float64), lidar.astype(np.float64))
-
-
-def refuse_existing(paths: Iterable[Path], force: bool) -> None:
-    """ToolError naming the first output that exists, unless ``force`` allows overwriting."""
-    if force:
-        return
-    for path in paths:
-        if path.exists():
-            raise ToolError(f"{path} exists; pass --force to overwrite it")
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path`` to write; renamed onto ``path`` only if the block succeeds."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_grid_file(path: str | Path, labels: np.ndarray, **extra: np.ndarray | int) -> None:

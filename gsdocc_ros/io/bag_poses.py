@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from gsdocc_ros.pipeline.geometry import make_transform, quaternion_to_matrix
-from gsdocc_ros.tools.bags import bag_typestore, open_bag
-from gsdocc_ros.tools.cli import ToolError
+from gsdocc_ros.io.bags import bag_typestore, open_bag
+from gsdocc_ros.errors import ToolError
 
 TF_TOPIC, TF_STATIC_TOPIC = "/tf", "/tf_static"
 MAX_GAP_NS = 100_000_000

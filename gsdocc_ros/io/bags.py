@@ -28,8 +28,8 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
-from gsdocc_ros.tools.cli import ToolError
-from gsdocc_ros.tools.grid_files import refuse_existing
+from gsdocc_ros.errors import ToolError
+from gsdocc_ros.io.output import refuse_existing
 
 PACKAGE = "gsdocc_ros"
 

@@ -33,11 +33,11 @@ from tqdm import tqdm
 from gsdocc_ros.pipeline.frames import CAMERA_NAMES, KEY_CAMERA
 from gsdocc_ros.pipeline.geometry import invert_transform, make_transform, matrix_to_quaternion
 from gsdocc_ros.pipeline.grid import CLASS_NAMES, FREE_INDEX, OCC3D_GEOMETRY, GridGeometry
-from gsdocc_ros.tools.bags import atomic_bag
-from gsdocc_ros.tools.grid_files import write_grid_file
-from gsdocc_ros.tools.nuscenes_to_bag import (EGO_FRAME, MAP_FRAME, SAMPLE_TOKEN_TOPIC, SCENE_TOPIC, TF_STATIC_TOPIC,
-                                              TF_TOPIC, Event, MessageFactory, Rank, camera_info_topic, image_topic,
-                                              write_bag, write_order)
+from gsdocc_ros.io.bag_messages import (EGO_FRAME, MAP_FRAME, SAMPLE_TOKEN_TOPIC, SCENE_TOPIC, TF_STATIC_TOPIC,
+                                        TF_TOPIC, Event, MessageFactory, Rank, camera_info_topic, image_topic,
+                                        write_bag, write_order)
+from gsdocc_ros.io.bags import atomic_bag
+from gsdocc_ros.io.grid_files import write_grid_file
 
 SCENE_NAME = "synthetic-street"
 START_NS = 1_700_000_000 * 10**9
