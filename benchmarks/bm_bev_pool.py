@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 
 from gsdocc_ros.model.config import ModelConfig
-from gsdocc_ros.model.gsdocc import ModelInputs
+from gsdocc_ros.model.inputs import ModelInputs
 from gsdocc_ros.model.view_transform import LSSViewTransform, bev_pool_reference
 from gsdocc_ros.pipeline.preprocess import image_transform
 
@@ -73,10 +73,9 @@ def main() -> None:
     depth = torch.rand(1, 6, cfg.grid.num_depth_bins, feat_h, feat_w, device=device).softmax(dim=2)
     context = torch.rand(1, 6, cfg.context_channels, feat_h, feat_w, device=device)
     with torch.no_grad():
-        module.use_index_cache = True
         cached = best_ms(lambda: module(depth, context, inputs), args.repeats, device)
-        module.use_index_cache = False
-        recomputed = best_ms(lambda: module(depth, context, inputs), args.repeats, device)
+        uncached = module.rebuilt("indices", index_cache=False)
+        recomputed = best_ms(lambda: uncached(depth, context, inputs), args.repeats, device)
         points = module.points(inputs.rots, inputs.trans, inputs.intrins, inputs.post_rots, inputs.post_trans,
                                inputs.bda)
         reference = best_ms(lambda: bev_pool_reference(depth, context, points, cfg.grid),

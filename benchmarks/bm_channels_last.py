@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from gsdocc_ros.model.config import ModelConfig
-from gsdocc_ros.model.gsdocc import GSDOCC, ModelInputs, logits_to_labels
+from gsdocc_ros.model.gsdocc import GSDOCC, logits_to_labels
+from gsdocc_ros.model.inputs import ModelInputs
 from gsdocc_ros.model.temporal import TemporalCache
 from gsdocc_ros.pipeline.acceleration import to_channels_last
 from gsdocc_ros.pipeline.frames import load_sample_frames

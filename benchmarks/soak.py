@@ -49,16 +49,12 @@ from rclpy.signals import SignalHandlerOptions  # noqa: E402
 from gsdocc_ros.msg import SemanticVoxelGrid  # noqa: E402
 from gsdocc_ros.pipeline.frames import CAMERA_NAMES  # noqa: E402
 from gsdocc_ros.ros.conversions import stamp_to_ns  # noqa: E402
-from gsdocc_ros.ros.diagnostics import DiagnosticRules  # noqa: E402
+from gsdocc_ros.ros.counters import SET_OUTCOMES, NodeCounter, sets_in_flight  # noqa: E402
 from gsdocc_ros.ros.node_process import DIAGNOSTICS_TOPIC, GRID_TOPIC, NODE_NAME, DiagnosticsReport, NodeProcess  # noqa: E402
 from gsdocc_ros.io.output import atomic_output  # noqa: E402
 from ros_feeder import SampleFeeder, spin_until  # noqa: E402
 
 DEFAULT_SCENE = REPO.parent / "shared" / "data" / "nuscenes_sample" / "scene-0061_ca9a282c"
-RULES = DiagnosticRules()
-OUTCOMES = tuple(dict.fromkeys((RULES.output_counter, "sets_skipped_cadence", "sets_dropped_busy",
-                                *RULES.reject_counters, *RULES.error_counters, "out_of_memory")))
-"""Node counters that each end one received camera set (a grid, or one reason it was dropped)."""
 READY_TIMEOUT_S = 600.0
 """How long the node may take to start (import torch, build and merge the network)."""
 
@@ -120,11 +116,6 @@ def node_command(args: argparse.Namespace) -> list[str]:
             *[arg for name, value in params.items() for arg in ("-p", f"{name}:={value}")]]
 
 
-def in_flight(counters: dict[str, int]) -> int:
-    """Sets the node received that have no outcome yet (in the mailbox or being inferred)."""
-    return counters.get("sets_in", 0) - sum(counters.get(name, 0) for name in OUTCOMES)
-
-
 class Sampler:
     """Samples the node's RSS and the latest /diagnostics counters every ``period_s`` in a background thread."""
 
@@ -173,7 +164,8 @@ def settle(listener: Listener, timeout_s: float) -> dict[str, int]:
         counters = listener.counters()
         if counters != last:
             last, stable_since = counters, time.monotonic()
-        done = bool(counters) and in_flight(counters) == 0 and len(listener.grids) == counters.get("grids_out", 0)
+        done = (bool(counters) and sets_in_flight(counters) == 0
+                and len(listener.grids) == counters.get(NodeCounter.GRIDS_OUT, 0))
         if done and time.monotonic() - stable_since > 2.0:
             break
         time.sleep(0.2)
@@ -182,24 +174,25 @@ def settle(listener: Listener, timeout_s: float) -> dict[str, int]:
 
 def account(published: int, cameras: int, counters: dict[str, int]) -> dict[str, Any]:
     """Every published set: a grid, one node drop reason, still in flight, or never completed as a set."""
-    drops = {name: counters.get(name, 0) for name in OUTCOMES if name != RULES.output_counter}
-    sets_in, sets_out = counters.get("sets_in", 0), counters.get("sync_sets_out", 0)
+    drops = {str(name): counters.get(name, 0) for name in SET_OUTCOMES if name != NodeCounter.GRIDS_OUT}
+    sets_in, sets_out = counters.get(NodeCounter.SETS_IN, 0), counters.get(NodeCounter.SYNC_SETS_OUT, 0)
     # messages still queued in the synchroniser: incomplete sets of the last periods that nothing will complete
-    pending = counters.get("sync_messages_in", 0) - cameras * sets_out - counters.get("sync_messages_dropped", 0)
+    received, dropped = counters.get(NodeCounter.SYNC_MESSAGES_IN, 0), counters.get(NodeCounter.SYNC_MESSAGES_DROPPED, 0)
+    pending = received - cameras * sets_out - dropped
     result = {
         "sets_published": published,
         "messages_published": published * cameras,
-        "messages_received": counters.get("sync_messages_in", 0),
-        "messages_lost_in_transport": published * cameras - counters.get("sync_messages_in", 0),
+        "messages_received": received,
+        "messages_lost_in_transport": published * cameras - received,
         "sync_sets_out": sets_out,
-        "sync_incomplete_sets": counters.get("sync_incomplete_sets", 0),
-        "sync_messages_dropped": counters.get("sync_messages_dropped", 0),
+        "sync_incomplete_sets": counters.get(NodeCounter.SYNC_INCOMPLETE_SETS, 0),
+        "sync_messages_dropped": dropped,
         "sync_pending_sets": -(-pending // cameras),
         "sets_in": sets_in,
-        "grids_out": counters.get(RULES.output_counter, 0),
+        "grids_out": counters.get(NodeCounter.GRIDS_OUT, 0),
         "dropped": {name: n for name, n in drops.items() if n},
-        "in_flight": in_flight(counters),
-        "cache_resets": counters.get("cache_resets", 0),
+        "in_flight": sets_in_flight(counters),
+        "cache_resets": counters.get(NodeCounter.CACHE_RESETS, 0),
     }
     explained = (result["grids_out"] + sum(drops.values()) + result["in_flight"] + result["sync_incomplete_sets"]
                  + result["sync_pending_sets"])

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-rclpy = pytest.importorskip("rclpy", reason="rclpy is installed by scripts/setup.sh")
+import rclpy  # noqa: E402 (a missing rclpy is a broken install: fail, never skip)
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 
 from gsdocc_ros.msg import SemanticVoxelGrid  # noqa: E402

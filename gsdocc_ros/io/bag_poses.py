@@ -14,20 +14,31 @@ from pathlib import Path
 
 import numpy as np
 
-from gsdocc_ros.pipeline.geometry import make_transform, quaternion_to_matrix
-from gsdocc_ros.io.bags import bag_typestore, open_bag
 from gsdocc_ros.errors import ToolError
+from gsdocc_ros.io.bag_messages import TF_STATIC_TOPIC, TF_TOPIC
+from gsdocc_ros.io.bags import bag_typestore, open_bag
+from gsdocc_ros.pipeline.geometry import make_transform, quaternion_to_matrix
 
-TF_TOPIC, TF_STATIC_TOPIC = "/tf", "/tf_static"
 MAX_GAP_NS = 100_000_000
 """Widest gap between two /tf messages that a grid's stamp may be interpolated across."""
+
+
+def _parts(transform: object) -> tuple[np.ndarray, np.ndarray]:
+    """(translation (3,), quaternion xyzw (4,)) of a deserialised geometry_msgs/Transform."""
+    t, q = transform.translation, transform.rotation
+    return np.array([t.x, t.y, t.z]), np.array([q.x, q.y, q.z, q.w])
+
+
+def _matrix(translation: np.ndarray, quaternion: np.ndarray) -> np.ndarray:
+    """float64 (4, 4) of a translation and a quaternion (ValueError from geometry when it is not near unit norm)."""
+    return make_transform(quaternion_to_matrix(quaternion), translation)
 
 
 class BagPoses:
     """``fixed -> ego`` transforms of a bag's /tf by stamp, and its ``ego -> lidar`` mounting."""
 
-    def __init__(self, stamps: list[int], transforms: list[object], lidar_to_ego: np.ndarray | None,
-                 ego_frame: str) -> None:
+    def __init__(self, stamps: list[int], transforms: list[tuple[np.ndarray, np.ndarray]],
+                 lidar_to_ego: np.ndarray | None, ego_frame: str) -> None:
         order = np.argsort(stamps, kind="stable")
         self._stamps = [stamps[i] for i in order]
         self._transforms = [transforms[i] for i in order]
@@ -42,8 +53,6 @@ class BagPoses:
     def from_bag(cls, bag: Path, fixed_frame: str = "map", ego_frame: str = "base_link",
                  lidar_frame: str = "LIDAR_TOP") -> BagPoses:
         """Read every /tf edge ``fixed_frame -> ego_frame`` and the /tf_static edge ``ego_frame -> lidar_frame``."""
-        from gsdocc_ros.ros.conversions import transform_to_matrix
-
         store = bag_typestore()
         stamps, transforms, lidar_to_ego = [], [], None
         reader = open_bag(bag)
@@ -54,9 +63,9 @@ class BagPoses:
                     parent, child = edge.header.frame_id.lstrip("/"), edge.child_frame_id.lstrip("/")
                     if connection.topic == TF_TOPIC and (parent, child) == (fixed_frame, ego_frame):
                         stamps.append(edge.header.stamp.sec * 1_000_000_000 + edge.header.stamp.nanosec)
-                        transforms.append(edge.transform)
+                        transforms.append(_parts(edge.transform))
                     elif connection.topic == TF_STATIC_TOPIC and (parent, child) == (ego_frame, lidar_frame):
-                        lidar_to_ego = transform_to_matrix(edge.transform)
+                        lidar_to_ego = _matrix(*_parts(edge.transform))
         except (ValueError, KeyError) as error:
             raise ToolError(f"bag {bag}: cannot read {TF_TOPIC} ({type(error).__name__}: {error})") from None
         finally:
@@ -65,16 +74,12 @@ class BagPoses:
 
     def lookup(self, stamp_ns: int) -> np.ndarray | None:
         """float64 (4, 4) ego -> fixed at ``stamp_ns`` (exact, or interpolated across a short gap); None otherwise."""
-        from gsdocc_ros.ros.conversions import transform_to_matrix
-
         i = bisect.bisect_left(self._stamps, stamp_ns)
         if i < len(self._stamps) and self._stamps[i] == stamp_ns:
-            return transform_to_matrix(self._transforms[i])
+            return _matrix(*self._transforms[i])
         if i == 0 or i == len(self._stamps) or self._stamps[i] - self._stamps[i - 1] > MAX_GAP_NS:
             return None
         weight = (stamp_ns - self._stamps[i - 1]) / (self._stamps[i] - self._stamps[i - 1])
-        (t0, q0), (t1, q1) = ((np.array([t.translation.x, t.translation.y, t.translation.z]),
-                               np.array([t.rotation.x, t.rotation.y, t.rotation.z, t.rotation.w]))
-                              for t in self._transforms[i - 1:i + 1])
+        (t0, q0), (t1, q1) = self._transforms[i - 1:i + 1]
         q = (1 - weight) * q0 + weight * (q1 if q0 @ q1 >= 0 else -q1)  # the shorter way round
-        return make_transform(quaternion_to_matrix(q / np.linalg.norm(q)), (1 - weight) * t0 + weight * t1)
+        return _matrix((1 - weight) * t0 + weight * t1, q / np.linalg.norm(q))

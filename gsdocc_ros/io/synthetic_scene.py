@@ -15,6 +15,9 @@ written beside it as <sample token>.npz, the layout `gsdocc render` and `gsdocc 
 Frames: world ("map") x east, y north, z up, road surface at z = 0; ego (base_link) x forward, y left, z up, on
 the ground; cameras OpenCV (x right, y down, z forward). Street coordinates (s, l): arc length along the road's
 centre line and lateral offset from it, left positive.
+
+Why this file is long: the scene (street layout, cars, boxes), its cameras and the bag written from it are
+one model of one street; the labelled ground truth must come from the same geometry the images are drawn from.
 """
 
 from __future__ import annotations

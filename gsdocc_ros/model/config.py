@@ -4,6 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
+OCC3D_CLASS_NAMES: tuple[str, ...] = (
+    "others", "barrier", "bicycle", "bus", "car", "construction_vehicle", "motorcycle",
+    "pedestrian", "traffic_cone", "trailer", "truck", "driveable_surface", "other_flat",
+    "sidewalk", "terrain", "manmade", "vegetation", "free",
+)
+"""Occ3D class names by label index; 17 is free space."""
+
 
 def _bins(lo: float, hi: float, step: float) -> int:
     """Number of cells of ``step`` in [lo, hi), as the official grid config counts them."""
@@ -50,15 +59,41 @@ class ImageConfig:
 
 
 @dataclass(frozen=True)
-class OccupancyConfig:
-    """The output grid: 200x200x16 voxels of 0.4 m over the same range, 18 classes."""
+class GridGeometry:
+    """Where the voxels of an (X, Y, Z)-indexed grid lie in the ego frame."""
 
+    origin: tuple[float, float, float] = (-40.0, -40.0, -1.0)
+    """Ego-frame position (m) of the outer corner of voxel (0, 0, 0)."""
+    voxel_size: float = 0.4
+    """Edge of a cubic voxel, in metres."""
     size: tuple[int, int, int] = (200, 200, 16)
-    """Output voxel counts (X, Y, Z)."""
-    num_classes: int = 18
-    """Number of semantic classes, free space included."""
+    """Voxel counts (X, Y, Z)."""
+
+    def centres(self, index: np.ndarray) -> np.ndarray:
+        """Ego-frame centres (M, 3) of the voxels with integer indices ``index`` (M, 3) in (x, y, z)."""
+        return np.asarray(self.origin, dtype=np.float32) + (index.astype(np.float32) + 0.5) * self.voxel_size
+
+
+@dataclass(frozen=True)
+class OccupancyConfig:
+    """The output grid, defined once: its geometry (Occ3D: 200x200x16 voxels of 0.4 m from (-40, -40, -1) m) and
+    its classes (18, free space included)."""
+
+    geometry: GridGeometry = GridGeometry()
+    class_names: tuple[str, ...] = OCC3D_CLASS_NAMES
+    """Class name by label index, free space included."""
     free_index: int = 17
     """Index of the free-space class."""
+
+    @property
+    def size(self) -> tuple[int, int, int]:
+        """Output voxel counts (X, Y, Z)."""
+        return self.geometry.size
+
+    @property
+    def num_classes(self) -> int:
+        """Number of semantic classes, free space included."""
+        return len(self.class_names)
 
 
 @dataclass(frozen=True)

@@ -5,16 +5,14 @@ Attribute names follow the official checkpoint keys (doc section 2.2).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gsdocc_ros.model.layers import BasicBlock, conv_bn_relu
+from gsdocc_ros.model.inputs import ModelInputs
 
-if TYPE_CHECKING:
-    from gsdocc_ros.model.gsdocc import ModelInputs
 
 MLP_INPUT_SIZE = 27
 """Camera parameters per camera fed to the depth net's MLPs."""

@@ -1,12 +1,11 @@
 """GSD-OCC top level: images + calibration + temporal cache -> occupancy logits.
 
 Attributes are registered in the official checkpoint's key order, so ``list(model.state_dict())`` equals
-the reference key list. Shape legend: B batch, N cameras, C channels, D depth bins, H, W image, X, Y, Z voxels.
+the reference key list. Shapes follow the legend of gsdocc_ros.model.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -18,27 +17,8 @@ from gsdocc_ros.model.image_encoder import CustomFPN, ResNet50
 from gsdocc_ros.model.layers import conv_bn_relu
 from gsdocc_ros.model.occ_head import DecoupleOccHead
 from gsdocc_ros.model.temporal import TemporalCache, fuse_history
+from gsdocc_ros.model.inputs import ModelInputs
 from gsdocc_ros.model.view_transform import LSSViewTransform
-
-
-@dataclass
-class ModelInputs:
-    """One batch of camera images and calibration; float32 tensors on the model's device."""
-
-    imgs: Tensor
-    """[B,N,3,H,W] normalised images in BGR channel order (see pipeline.preprocess)."""
-    rots: Tensor
-    """[B,N,3,3] camera -> key-ego rotation."""
-    trans: Tensor
-    """[B,N,3] camera -> key-ego translation in metres."""
-    intrins: Tensor
-    """[B,N,3,3] original (unscaled) camera intrinsics."""
-    post_rots: Tensor
-    """[B,N,3,3] image resize/crop as a 3x3."""
-    post_trans: Tensor
-    """[B,N,3] image crop offset."""
-    bda: Tensor
-    """[B,3,3] BEV augmentation; identity at test time."""
 
 
 class GSDOCC(nn.Module):

@@ -2,7 +2,7 @@
 
 Geometry (sigmoid per-height occupancy) and semantics are predicted separately and joined by an outer product
 along height, at 2x the lifting grid from the BEV feature and at 1x from the fused BEV plus the LSS voxels.
-Shape legend: B batch, C channels, X, Y, Z voxels; voxel tensors are [B,C,Y,X,Z].
+Shapes follow the legend of gsdocc_ros.model (voxel tensors [B,C,Y,X,Z]).
 """
 
 from __future__ import annotations

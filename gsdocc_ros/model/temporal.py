@@ -2,7 +2,7 @@
 by the ego motion, tagged with their age and fused with the current BEV.
 
 The history lives in plain tensors on the model's device (``TemporalCache``), not in the module's state dict.
-Shape legend: B batch, C channels, Y, X BEV cells (BEV tensors are [B,C,Y,X], H = ego y, W = ego x).
+Shapes follow the legend of gsdocc_ros.model (BEV tensors [B,C,Y,X]).
 """
 
 from __future__ import annotations

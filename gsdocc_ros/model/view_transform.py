@@ -9,7 +9,7 @@ reused while the calibration tensors stay exactly equal; only W's values change 
 data-dependent sizes (nonzero, unique), which block the host on a GPU; ``bev_pool_scatter`` instead adds every
 frustum point into its voxel with one ``index_add_`` of fixed size, the formulation the runner uses on CUDA.
 
-Legend: B batch, N cameras, C channels, D depth bins, H, W feature map, X, Y, Z voxels.
+Shapes follow the legend of gsdocc_ros.model.
 """
 
 from __future__ import annotations
@@ -17,16 +17,13 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from gsdocc_ros.model.config import GridConfig, ModelConfig
 from gsdocc_ros.model.layers import inverse
-
-if TYPE_CHECKING:
-    from gsdocc_ros.model.gsdocc import ModelInputs
+from gsdocc_ros.model.inputs import ModelInputs
 
 
 def create_frustum(cfg: ModelConfig) -> Tensor:
@@ -188,30 +185,43 @@ def bev_pool_reference(depth: Tensor, context: Tensor, points: Tensor, grid: Gri
     return out.permute(0, 4, 1, 2, 3).float()  # (B, C, Y, X, Z)
 
 
+SPLATS = ("indices", "scatter")
+"""How LSSViewTransform splats: a sparse product with per-calibration indices, or one fixed-size scatter."""
+
+
 class LSSViewTransform(nn.Module):
     """Forward projection: depth (B,N,D,H,W) x context (B,N,C,H,W) -> voxel features (B,C,Y,X,Z).
 
-    ``use_index_cache`` (default True) reuses W's pattern while the calibration is exactly unchanged; the
-    counters ``index_cache_hits``/``index_cache_misses`` count look-ups (none while the cache is off).
-    ``sync_free`` (default False) splats with ``bev_pool_scatter`` instead and keeps no pattern: slower on a CPU,
-    but it never blocks the host on a GPU, where the runner turns it on.
+    ``splat`` "indices" (default) pools with W's sparsity pattern, reused while the calibration is exactly unchanged
+    when ``index_cache`` (default True); the counters ``index_cache_hits``/``index_cache_misses`` count look-ups
+    (none while the cache is off). ``splat`` "scatter" pools with ``bev_pool_scatter`` and keeps no pattern: slower
+    on a CPU, but it never blocks the host on a GPU. ``rebuilt`` gives the same module for another choice.
     Keep this module in float32 (use autocast for reduced precision): dx and bx define the voxel boundaries.
     """
 
-    def __init__(self, cfg: ModelConfig = ModelConfig()) -> None:
+    def __init__(self, cfg: ModelConfig = ModelConfig(), splat: str = "indices", index_cache: bool = True) -> None:
         super().__init__()
+        if splat not in SPLATS:
+            raise ValueError(f"splat: expected one of {SPLATS}, got {splat!r}")
         axes = (cfg.grid.x, cfg.grid.y, cfg.grid.z)
         self.dx = nn.Parameter(torch.tensor([step for _, _, step in axes]), requires_grad=False)
         self.bx = nn.Parameter(torch.tensor([lo + step / 2.0 for lo, _, step in axes]), requires_grad=False)
         self.nx = nn.Parameter(torch.tensor(cfg.grid.size, dtype=torch.long), requires_grad=False)
         self.register_buffer("frustum", create_frustum(cfg), persistent=False)  # (D, H, W, 3)
+        self.cfg = cfg
         self.size_xyz = cfg.grid.size  # (X, Y, Z) as Python ints: shapes must not be read back from the device
-        self.use_index_cache = True
-        self.sync_free = False
+        self.splat = splat
+        self.index_cache = index_cache
         self.index_cache_hits = 0
         self.index_cache_misses = 0
         self._cache_key: tuple[Tensor, ...] | None = None
         self._cache_indices: PoolIndices | None = None
+
+    def rebuilt(self, splat: str, index_cache: bool = True) -> LSSViewTransform:
+        """This module's parameters, on its device, in a new module that splats with ``splat``."""
+        other = LSSViewTransform(self.cfg, splat, index_cache).to(self.dx.device)
+        other.load_state_dict(self.state_dict())
+        return other
 
     def points(self, rots: Tensor, trans: Tensor, intrins: Tensor, post_rots: Tensor, post_trans: Tensor,
                bda: Tensor) -> Tensor:
@@ -227,7 +237,7 @@ class LSSViewTransform(nn.Module):
         """W's sparsity pattern for a calibration: from the cache when every tensor is exactly unchanged."""
         calibration = (rots, trans, intrins, post_rots, post_trans, bda)
         lower = self.lower()
-        if not self.use_index_cache:
+        if not self.index_cache:
             return compute_pool_indices(self.points(*calibration), lower, self.dx, self.size_xyz)
         key = tuple(t.detach() for t in (*calibration, self.dx, self.bx, self.nx))
         if self._cache_key is not None and all(
@@ -253,7 +263,7 @@ class LSSViewTransform(nn.Module):
         _check_shape(depth, (batch, cams, depth_bins, height, width), "depth")
         _check_shape(context, (batch, cams, None, height, width), "context")
         calibration = (inputs.rots, inputs.trans, inputs.intrins, inputs.post_rots, inputs.post_trans, inputs.bda)
-        if self.sync_free:
+        if self.splat == "scatter":
             out = bev_pool_scatter(depth, context, self.points(*calibration), self.lower(), self.dx, self.size_xyz)
         else:
             out = bev_pool(depth, context, self.pool_indices(*calibration), self.size_xyz)

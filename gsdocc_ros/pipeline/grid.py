@@ -6,14 +6,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-CLASS_NAMES: tuple[str, ...] = (
-    "others", "barrier", "bicycle", "bus", "car", "construction_vehicle", "motorcycle",
-    "pedestrian", "traffic_cone", "trailer", "truck", "driveable_surface", "other_flat",
-    "sidewalk", "terrain", "manmade", "vegetation", "free",
-)
+from gsdocc_ros.model.config import GridGeometry, OccupancyConfig
+
+OCC3D = OccupancyConfig()
+"""The Occ3D-nuScenes output grid (gsdocc_ros.model.config), of which the names below are parts."""
+
+CLASS_NAMES: tuple[str, ...] = OCC3D.class_names
 """Occ3D class names by label index; 17 is free space."""
 
-FREE_INDEX = 17
+FREE_INDEX = OCC3D.free_index
 """Label of free space: never drawn, excluded from mIoU."""
 
 OCC3D_COLORS = np.array(
@@ -28,23 +29,7 @@ OCC3D_COLORS = np.array(
 """RGB colour per label, the palette of occupancy papers' figures (shape (18, 3))."""
 
 
-@dataclass(frozen=True)
-class GridGeometry:
-    """Where the voxels of an (X, Y, Z)-indexed grid lie in the ego frame."""
-
-    origin: tuple[float, float, float] = (-40.0, -40.0, -1.0)
-    """Ego-frame position (m) of the outer corner of voxel (0, 0, 0)."""
-    voxel_size: float = 0.4
-    """Edge of a cubic voxel, in metres."""
-    size: tuple[int, int, int] = (200, 200, 16)
-    """Voxel counts (X, Y, Z)."""
-
-    def centres(self, index: np.ndarray) -> np.ndarray:
-        """Ego-frame centres (M, 3) of the voxels with integer indices ``index`` (M, 3) in (x, y, z)."""
-        return np.asarray(self.origin, dtype=np.float32) + (index.astype(np.float32) + 0.5) * self.voxel_size
-
-
-OCC3D_GEOMETRY = GridGeometry()
+OCC3D_GEOMETRY = OCC3D.geometry
 """The Occ3D-nuScenes grid: 200x200x16 voxels of 0.4 m from (-40, -40, -1) m."""
 
 

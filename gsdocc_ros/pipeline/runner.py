@@ -23,73 +23,22 @@ import torch
 
 from gsdocc_ros.model.checkpoint import build_model
 from gsdocc_ros.model.config import ModelConfig
-from gsdocc_ros.model.gsdocc import GSDOCC, ModelInputs, logits_to_labels
+from gsdocc_ros.model.gsdocc import GSDOCC, logits_to_labels
+from gsdocc_ros.model.inputs import ModelInputs
 from gsdocc_ros.model.temporal import TemporalCache
 from gsdocc_ros.pipeline.acceleration import configure_backend, to_channels_last
 from gsdocc_ros.pipeline.frames import CameraFrame
 from gsdocc_ros.pipeline.geometry import ego_motion, invert_transform
-from gsdocc_ros.pipeline.grid import OCC3D_GEOMETRY, GridGeometry, OccupancyGrid
+from gsdocc_ros.pipeline.grid import OccupancyGrid
 from gsdocc_ros.pipeline.preprocess import image_transform, preprocess_images
+from gsdocc_ros.pipeline.runner_config import RunnerConfig
 from gsdocc_ros.pipeline.staging import Uploader
 from gsdocc_ros.pipeline.torch_preprocess import TorchPreprocessor
 
 LOGGER = logging.getLogger(__name__)
 
-CADENCES = ("keyframe", "every_frame")
-PREPROCESSORS = ("auto", "pillow", "torch")
-SPLATS = ("auto", "indices", "scatter")
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-@dataclass(frozen=True)
-class RunnerConfig:
-    """How the runner executes the model and keeps its temporal cache."""
-
-    device: str = "cpu"
-    """torch device: cpu, cuda or cuda:N; CUDA falls back to CPU with a warning when absent."""
-    precision: str = "fp32"
-    """fp32, or fp16 / bf16 autocast (CUDA; bf16 also on CPU)."""
-    cadence: str = "keyframe"
-    """keyframe: infer only on sets 0.5 s apart; every_frame: infer on every set, push history at 0.5 s steps."""
-    history_step_s: float = 0.5
-    """Seconds per history step; the model was trained on 2 Hz keyframes."""
-    cadence_tolerance_s: float = 0.05
-    """Least slack of the history cadence: a set is a history step when it comes at most this much (or half the
-    observed set period, if larger, up to 0.45 steps) before 0.5 s after the last step. At 12 Hz this picks every
-    sixth set; on a 2 Hz keyframe replay, with its 0.4-0.6 s gaps, every set."""
-    max_gap_s: float = 1.5
-    """Reset the cache when this many seconds pass without a history step."""
-    max_jump_m: float = 20.0
-    """Reset the cache when the ego moves farther than this between two history steps."""
-    confidence: bool = True
-    """Return the per-voxel probability of the chosen class."""
-    camera_mask: bool = False
-    """Return the camera-visibility mask of the output voxels."""
-    preprocess: str = "auto"
-    """pillow: the exact official preprocessing on the host; torch: the same on the model's device, within one or
-    two uint8 levels of Pillow (pipeline.torch_preprocess); auto: torch on CUDA, pillow on CPU."""
-    channels_last: bool = True
-    """Store the conv weights channels-last (pipeline.acceleration): faster on CPU, same values."""
-    splat: str = "auto"
-    """BEV pooling: indices, a sparse product whose indices are cached per calibration (fastest on a CPU, but
-    building them reads sizes back from the device); scatter, one fixed-size index_add that never makes the host
-    wait for a GPU (model.view_transform.bev_pool_scatter); auto: scatter on CUDA, indices on CPU."""
-
-    def __post_init__(self) -> None:
-        if self.cadence not in CADENCES:
-            raise ValueError(f"cadence: expected one of {CADENCES}, got {self.cadence!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision: expected one of {tuple(PRECISIONS)}, got {self.precision!r}")
-        if self.preprocess not in PREPROCESSORS:
-            raise ValueError(f"preprocess: expected one of {PREPROCESSORS}, got {self.preprocess!r}")
-        if self.splat not in SPLATS:
-            raise ValueError(f"splat: expected one of {SPLATS}, got {self.splat!r}")
-        for name in ("history_step_s", "max_gap_s", "max_jump_m"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name}: expected a positive number, got {getattr(self, name)!r}")
-        if not 0 <= self.cadence_tolerance_s < self.history_step_s / 2:
-            raise ValueError(f"cadence_tolerance_s: expected 0 <= value < history_step_s / 2, "
-                             f"got {self.cadence_tolerance_s!r}")
+"""The autocast dtype of each of PRECISION_NAMES."""
 
 
 @dataclass
@@ -153,7 +102,7 @@ class OccupancyRunner:
     """Runs GSD-OCC on six-camera sets and keeps the temporal cache on the training cadence."""
 
     def __init__(self, model: GSDOCC, config: RunnerConfig = RunnerConfig(),
-                 geometry: GridGeometry = OCC3D_GEOMETRY, source: str = "GSD-OCC") -> None:
+                 source: str = "GSD-OCC") -> None:
         self.config = config
         self.device, self.device_warning = resolve_device(config.device)
         if config.precision == "fp16" and self.device.type != "cuda":
@@ -163,9 +112,11 @@ class OccupancyRunner:
             to_channels_last(self.model)
         configure_backend(self.device)
         on_cuda = self.device.type == "cuda"
-        self.model.forward_projection.sync_free = config.splat == "scatter" or (config.splat == "auto" and on_cuda)
+        splat = "scatter" if config.splat == "scatter" or (config.splat == "auto" and on_cuda) else "indices"
+        if self.model.forward_projection.splat != splat:  # the execution form of the lifting, built for this device
+            self.model.forward_projection = self.model.forward_projection.rebuilt(splat)
         self.model_config: ModelConfig = model.cfg
-        self.geometry = geometry
+        self.geometry = model.cfg.occupancy.geometry
         self.source = source
         self.cache = TemporalCache(self.model_config.history_frames, self.model_config.grid)
         self._bda = torch.eye(3, device=self.device)[None]  # [1,3,3] no BEV augmentation at test time

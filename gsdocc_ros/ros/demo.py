@@ -28,6 +28,7 @@ from gsdocc_ros.io.bag_messages import TF_STATIC_TOPIC, TF_TOPIC, camera_info_to
 from gsdocc_ros.io.grid_files import read_grid_file
 from gsdocc_ros.pipeline.frames import CAMERA_NAMES, KEY_CAMERA
 from gsdocc_ros.pipeline.grid import FREE_INDEX
+from gsdocc_ros.ros.counters import NodeCounter
 from gsdocc_ros.ros.node_process import DIAGNOSTICS_TOPIC, GRID_TOPIC, NODE_NAME, DiagnosticsReport, NodeProcess
 
 HISTORY_STEP_S = 0.5
@@ -160,7 +161,7 @@ class Monitor:
             if status.name == NODE_NAME:
                 report = DiagnosticsReport({kv.key: kv.value for kv in status.values}, time.monotonic())
                 with self.lock:
-                    if self.diagnostics is None or report.counter("grids_out") > self.diagnostics.counter("grids_out"):
+                    if self.diagnostics is None or report.counter(NodeCounter.GRIDS_OUT) > self.diagnostics.counter(NodeCounter.GRIDS_OUT):
                         self.stage_history.append(report.stages_ms())
                     self.diagnostics = report
 
@@ -330,7 +331,7 @@ def summarise(result: DemoResult, checkpoint: Path | None, synthetic: bool, bag:
         "weights": str(checkpoint) if checkpoint else "RANDOM (seeded): the occupancy is meaningless",
         "device": device, "rate": rate,
         "camera_sets_in_bag": result.sets_in_bag, "camera_sets_played": result.sets_played,
-        "camera_sets_received_by_node": report.counter("sets_in") if report else None,
+        "camera_sets_received_by_node": report.counter(NodeCounter.SETS_IN) if report else None,
         "grids_out": len(result.grids),
         "latency_ms": {"what": "wall clock, last image of a camera set arriving -> its grid arriving",
                        **stats(latencies)},

@@ -20,21 +20,22 @@ from dataclasses import dataclass
 from builtin_interfaces.msg import Time as TimeMsg
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
+from gsdocc_ros.ros.counters import FAILURES, REJECTIONS, NodeCounter
+
 
 @dataclass(frozen=True)
 class DiagnosticRules:
     """Which counters and thresholds decide the status level."""
 
-    error_counters: tuple[str, ...] = ("errors", "out_of_memory", "sync_callback_errors")
+    error_counters: tuple[str, ...] = FAILURES
     """Any rise is an ERROR."""
-    reject_counters: tuple[str, ...] = ("decode_errors", "tf_failures", "tf_invalid", "camera_info_missing",
-                                        "camera_info_invalid", "image_size_mismatch")
+    reject_counters: tuple[str, ...] = REJECTIONS
     """Camera sets refused by the worker: a rise is a WARN, an ERROR when no grid came out at all."""
-    warn_counters: tuple[str, ...] = ("sync_incomplete_sets",)
+    warn_counters: tuple[str, ...] = (NodeCounter.SYNC_INCOMPLETE_SETS,)
     """Other problems whose rise is a WARN."""
-    input_counter: str = "sync_messages_in"
+    input_counter: str = NodeCounter.SYNC_MESSAGES_IN
     """Camera messages received; no rise is a WARN (no input)."""
-    output_counter: str = "grids_out"
+    output_counter: str = NodeCounter.GRIDS_OUT
     """Grids published."""
     latency_warn_ms: float = 1000.0
     """Key image stamp to publication above this is a WARN."""

@@ -4,10 +4,14 @@ Callbacks only collect: the synchroniser hands complete camera sets to a ``pipel
 Its prepare thread decodes the six images (in parallel) and looks up tf at the image stamps while its
 inference thread runs the ROS-free OccupancyRunner on the previous set and publishes; each keeps only the
 newest set (overwritten sets are counted). Nothing here blocks the executor.
+
+Why this file is long: it is the node, all wiring (parameters, QoS, subscriptions, tf, the two threads,
+publishers, diagnostics, stopping); each piece of logic it calls lives in its own module.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -23,13 +27,13 @@ import rclpy
 import torch
 from rclpy.clock import JumpThreshold, TimeJump
 from rclpy.duration import Duration
-from rclpy.exceptions import ParameterException, ParameterUninitializedException
+from rclpy.exceptions import (InvalidParameterValueException, ParameterException,
+                               ParameterUninitializedException)
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from rcl_interfaces.msg import ParameterDescriptor
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import Trigger
@@ -43,16 +47,17 @@ from gsdocc_ros.model.config import ModelConfig
 from gsdocc_ros.ros import image_decode, sync, tf
 from gsdocc_ros.ros.conversions import (camera_info_to_intrinsics, grid_to_message, stamp_to_ns,
                                         transform_to_matrix)
+from gsdocc_ros.ros.counters import NodeCounter
 from gsdocc_ros.ros.diagnostics import build_diagnostics
 from gsdocc_ros.ros.markers import build_markers_cdr
 from gsdocc_ros.ros.command_line import command_line_problem
-from gsdocc_ros.ros.params import PARAMETERS, NodeParams, describe, validate
+from gsdocc_ros.ros.params import DEFAULTS, NodeParams, descriptor, validate
 
 
 class SetRejected(Exception):
     """A camera set that cannot be used; the message says why, the key says which counter to raise."""
 
-    def __init__(self, counter: str, message: str) -> None:
+    def __init__(self, counter: NodeCounter, message: str) -> None:
         super().__init__(message)
         self.counter = counter
 
@@ -103,7 +108,7 @@ class OccupancyNode(Node):
         self._closed = False
         self._decoders = image_decode.decode_executor(len(p.cameras))
         self.prefetcher: Prefetcher[_CameraSet, _PreparedSet] = Prefetcher(
-            self._prepare, self._infer, self._on_error, on_drop=lambda stage: self._count("sets_dropped_busy"))
+            self._prepare, self._infer, self._on_error, on_drop=lambda stage: self._count(NodeCounter.SETS_DROPPED_BUSY))
         self._last_stamp_ns: int | None = None
         self._reported: dict[str, int] = {}
 
@@ -135,22 +140,21 @@ class OccupancyNode(Node):
 
     # -- parameters ---------------------------------------------------------------------------------------
     def _declare_parameters(self) -> NodeParams:
-        """Declare every parameter with its description, then validate them together."""
-        defaults = NodeParams()
+        """Declare every parameter with its descriptor (description, range, choices), then validate them together."""
         values = {}
-        for name in PARAMETERS:
-            default = getattr(defaults, name)
-            descriptor = ParameterDescriptor(description=describe(name), read_only=True)
-            if isinstance(default, tuple) and not default:  # an empty default cannot carry its type: say it
-                self.declare_parameter(name, Parameter.Type.STRING_ARRAY, descriptor)
-                try:
-                    values[name] = tuple(self.get_parameter(name).value)
-                except ParameterUninitializedException:
-                    values[name] = default
-            elif isinstance(default, tuple):
-                values[name] = tuple(self.declare_parameter(name, list(default), descriptor).value)
-            else:
-                values[name] = self.declare_parameter(name, default, descriptor).value
+        for name, default in DEFAULTS.items():
+            try:
+                if isinstance(default, tuple) and not default:  # an empty default cannot carry its type: say it
+                    self.declare_parameter(name, Parameter.Type.STRING_ARRAY, descriptor(name))
+                    with contextlib.suppress(ParameterUninitializedException):
+                        values[name] = self.get_parameter(name).value
+                else:
+                    value = self.declare_parameter(name, list(default) if isinstance(default, tuple) else default,
+                                                   descriptor(name)).value
+                    values[name] = value
+            except InvalidParameterValueException:
+                raise ValueError(f"parameter '{name}': outside its declared range "
+                                 f"({descriptor(name).additional_constraints})") from None
         return validate(values)
 
     # -- callbacks: collect only ----------------------------------------------------------------------------
@@ -159,16 +163,16 @@ class OccupancyNode(Node):
 
     def _on_set(self, *images: Image | CompressedImage) -> None:
         """A complete set from the synchroniser: replaces whatever the prepare thread has not taken yet."""
-        self._count("sets_in")
+        self._count(NodeCounter.SETS_IN)
         self.prefetcher.submit(_CameraSet(images=images, received=time.monotonic()))
 
     def _on_tf_jump(self, seconds_back: float) -> None:
         """The tf listener saw a frame's stamp go back and cleared the buffer."""
-        self._count("tf_buffer_clears")
+        self._count(NodeCounter.TF_BUFFER_CLEARS)
 
     def _on_clock_jump(self, jump: TimeJump) -> None:
         """The node clock went back: clear tf from the old time line, empty the sync queues, restart the cache."""
-        self._count("clock_jumps_back")
+        self._count(NodeCounter.CLOCK_JUMPS_BACK)
         now_ns = self.get_clock().now().nanoseconds
         self.get_logger().warning(f"clock jumped back {-jump.delta.nanoseconds / 1e9:.3f} s: tf, camera queues and "
                                   "the temporal cache restart")
@@ -193,14 +197,14 @@ class OccupancyNode(Node):
             self._count(error.counter)
             self.get_logger().warning(f"camera set skipped: {error}", throttle_duration_sec=5.0)
         elif isinstance(error, torch.OutOfMemoryError):  # one set too big for the device: free, restart history
-            self._count("out_of_memory")
+            self._count(NodeCounter.OUT_OF_MEMORY)
             self.runner.reset("out of memory in the previous set")  # the cache may hold half that set
             if self.runner.device.type == "cuda":
                 torch.cuda.empty_cache()
             self.get_logger().error(f"camera set failed: out of memory on {self.runner.device}: {error}",
                                     throttle_duration_sec=5.0)
         else:  # the node must survive any one bad set; the reason is reported
-            self._count("errors")
+            self._count(NodeCounter.ERRORS)
             self.get_logger().error(f"camera set failed in {stage}: {type(error).__name__}: {error}",
                                     throttle_duration_sec=5.0)
 
@@ -211,14 +215,14 @@ class OccupancyNode(Node):
         stamps = [stamp_to_ns(msg.header.stamp) for msg in camera_set.images]
         key_stamp = stamps[key]
         if self._last_stamp_ns is not None and key_stamp < self._last_stamp_ns:
-            self._count("time_jumps_back")
+            self._count(NodeCounter.TIME_JUMPS_BACK)
             self.get_logger().warning(f"camera stamps went back {(self._last_stamp_ns - key_stamp) / 1e9:.3f} s "
                                       "(bag loop?): the temporal cache restarts")
             # the images may come before the tf of the new time line: no look-up may see the old one
             self.tf_listener.restart_if_older(min(stamps))
         self._last_stamp_ns = key_stamp
         if not self.runner.wants(key_stamp):
-            self._count("sets_skipped_cadence")
+            self._count(NodeCounter.SETS_SKIPPED_CADENCE)
             return None
         self.get_logger().debug(f"set at {key_stamp / 1e9:.3f} s: decoding, waiting for tf")
         t0 = time.perf_counter()
@@ -234,7 +238,7 @@ class OccupancyNode(Node):
         self.get_logger().debug(f"set at {prepared.stamp_ns / 1e9:.3f} s: in the network")
         result = self.runner.step(prepared.frames, prepared.ego2global, prepared.stamp_ns)
         if result is None:  # wants() judged before the previous step committed; step knows better
-            self._count("sets_skipped_cadence")
+            self._count(NodeCounter.SETS_SKIPPED_CADENCE)
             return
         self._publish(result, prepared)
 
@@ -244,10 +248,10 @@ class OccupancyNode(Node):
         try:
             image = decoded.result()
         except image_decode.ImageDecodeError as error:
-            raise SetRejected("decode_errors", f"{camera}: {error}") from None
+            raise SetRejected(NodeCounter.DECODE_ERRORS, f"{camera}: {error}") from None
         info = self._camera_info.get(camera)
         if info is None:
-            raise SetRejected("camera_info_missing", f"{camera}: no CameraInfo received yet")
+            raise SetRejected(NodeCounter.CAMERA_INFO_MISSING, f"{camera}: no CameraInfo received yet")
         intrinsics = self._intrinsics(camera, info, image.shape[:2])
         frame_id = msg.header.frame_id or camera
         cam_to_ego = self._lookup(self.params.ego_frame, frame_id, stamp, target_stamp_ns=key_stamp)
@@ -258,15 +262,15 @@ class OccupancyNode(Node):
         try:
             k, info_hw = camera_info_to_intrinsics(info)
         except ValueError as error:
-            raise SetRejected("camera_info_invalid", f"{camera}: {error}") from None
+            raise SetRejected(NodeCounter.CAMERA_INFO_INVALID, f"{camera}: {error}") from None
         if tuple(image_hw) == info_hw:
             return k
         sy, sx = image_hw[0] / info_hw[0], image_hw[1] / info_hw[1]
         if abs(sx - sy) > 0.01 * max(sx, sy):
-            raise SetRejected("image_size_mismatch", f"{camera}: image is {image_hw[1]}x{image_hw[0]} but its "
+            raise SetRejected(NodeCounter.IMAGE_SIZE_MISMATCH, f"{camera}: image is {image_hw[1]}x{image_hw[0]} but its "
                                                      f"CameraInfo says {info_hw[1]}x{info_hw[0]} (not a uniform "
                                                      "resize, so the intrinsics cannot be adapted)")
-        self._count("intrinsics_rescaled")
+        self._count(NodeCounter.INTRINSICS_RESCALED)
         self.get_logger().warning(f"{camera}: image {image_hw[1]}x{image_hw[0]} differs from CameraInfo "
                                   f"{info_hw[1]}x{info_hw[0]}; intrinsics rescaled by {sx:.4f}",
                                   throttle_duration_sec=30.0)
@@ -290,16 +294,16 @@ class OccupancyNode(Node):
                 return transform_to_matrix(transform)
             except tf.TransformException as error:
                 if time.monotonic() >= deadline or self._stop.is_set():
-                    raise SetRejected("tf_failures", f"tf {target} <- {source} at {stamp_ns / 1e9:.3f} s: "
+                    raise SetRejected(NodeCounter.TF_FAILURES, f"tf {target} <- {source} at {stamp_ns / 1e9:.3f} s: "
                                                      f"{error}") from None
                 time.sleep(0.01)
             except ValueError as error:  # NaN or otherwise invalid transform
-                raise SetRejected("tf_invalid", f"tf {target} <- {source}: {error}") from None
+                raise SetRejected(NodeCounter.TF_INVALID, f"tf {target} <- {source}: {error}") from None
 
     def _publish(self, result: StepResult, prepared: _PreparedSet) -> None:
         with self._publish_lock:
             if self._closed:  # a set abandoned at shutdown is not published
-                self._count("sets_abandoned")
+                self._count(NodeCounter.SETS_ABANDONED)
                 return
             self._publish_locked(result, prepared)
 
@@ -307,7 +311,7 @@ class OccupancyNode(Node):
         """Publish the grid and markers of one step and record its timings (publish lock held)."""
         p = self.params
         if result.reset_reason:
-            self._count("cache_resets")
+            self._count(NodeCounter.CACHE_RESETS)
             self.get_logger().info(f"temporal cache reset: {result.reset_reason}")
         t0 = time.perf_counter()
         self.grid_pub.publish(grid_to_message(result.grid, p.ego_frame, self.runner.source))
@@ -317,7 +321,7 @@ class OccupancyNode(Node):
                 result.grid, p.ego_frame, lifetime_s=p.marker_lifetime_s, hidden_classes=p.marker_hidden_classes,
                 camera_visible_only=p.marker_camera_visible_only, max_voxels=p.marker_max_voxels))
         t2 = time.perf_counter()
-        self._count("grids_out")
+        self._count(NodeCounter.GRIDS_OUT)
         self.stage_ms = {"decode_and_tf": prepared.prepare_ms, **result.timings_ms,
                          "grid_message": (t1 - t0) * 1e3, "markers": (t2 - t1) * 1e3,
                          "set_wait": (time.monotonic() - prepared.received) * 1e3 - prepared.prepare_ms

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gsdocc_ros
-from gsdocc_ros.ros.diagnostics import DiagnosticRules
+from gsdocc_ros.ros.counters import sets_in_flight
 
 
 GRID_TOPIC = "/gsdocc/occupancy"
@@ -80,9 +80,4 @@ class DiagnosticsReport:
 
     def idle(self) -> bool:
         """True when every camera set the node received has an outcome (grid, skip, drop, rejection, error)."""
-        rules = DiagnosticRules()
-        outcomes = [rules.output_counter, "sets_skipped_cadence", "sets_dropped_busy", *rules.reject_counters,
-                    *rules.error_counters]
-        return self.counter("sets_in") == sum(self.counter(name) for name in outcomes)
-
-
+        return sets_in_flight(self.counters()) == 0

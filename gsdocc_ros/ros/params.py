@@ -1,91 +1,141 @@
-"""The node's parameters: one table of names, defaults and descriptions, declared and validated at start-up.
+"""The node's parameters: one typed declaration each (type, default, range or choices, description).
 
-config/gsdocc.yaml and the README's Parameters table are kept equal to PARAMETERS by a test.
+NodeParams is the single source: the node declares every field as a ROS parameter with a ParameterDescriptor
+built from it (``descriptor``), ``validate`` checks the values once (the inference settings by RunnerConfig, whose
+own declarations they are), config/gsdocc.yaml and the README table (``markdown_table``) are kept equal to it by
+test/ros/test_params.py, and ``runner_config`` fills the runner's settings.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, fields
+import sys
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.exceptions import InvalidTopicNameException
 from rclpy.validate_topic_name import validate_topic_name
 
 from gsdocc_ros.pipeline.frames import CAMERA_NAMES, KEY_CAMERA
 from gsdocc_ros.pipeline.grid import CLASS_NAMES
-from gsdocc_ros.pipeline.runner import CADENCES, PRECISIONS, RunnerConfig
+from gsdocc_ros.pipeline.runner_config import RunnerConfig
+from gsdocc_ros.pipeline.settings import Limits, SettingError, check_settings, setting
+
+RUNNER_SETTINGS = ("device", "precision", "cadence", "history_step_s", "cadence_tolerance_s", "max_gap_s",
+                   "max_jump_m")
+"""Parameters that are RunnerConfig fields of the same name: declared (limits, description) there, once."""
+
+
+def runner_setting(name: str, default: Any = MISSING) -> Any:
+    """A NodeParams field that is RunnerConfig's field ``name`` (its default unless ``default`` is given)."""
+    runner_field = next(f for f in fields(RunnerConfig) if f.name == name)
+    value = runner_field.default if default is MISSING else default
+    limits = runner_field.metadata["limits"]
+    return setting(value, limits.description, **{k: getattr(limits, k) for k in
+                                                 ("choices", "pattern", "pattern_text", "positive", "note")})
+
+
+TOPIC_NOTE = "a topic name holding {camera} and no other {...} field"
+FRAME_ID = {"pattern": r"[^/].*", "pattern_text": "a non-empty frame id without a leading '/'"}
 
 
 @dataclass(frozen=True)
 class NodeParams:
     """Validated parameters of the occupancy node (names are the ROS parameter names)."""
 
-    cameras: tuple[str, ...] = CAMERA_NAMES
-    """Camera names in the model's order; each names its topics and is the image frame_id by default."""
-    image_topic_format: str = "/{camera}/image_rect_compressed"
-    """Image topic of each camera; {camera} is replaced by the camera name."""
-    camera_info_topic_format: str = "/{camera}/camera_info"
-    """CameraInfo topic of each camera; {camera} is replaced by the camera name."""
-    image_types: tuple[str, ...] = ("compressed",) * 6
-    """Per camera: compressed (sensor_msgs/CompressedImage, jpeg/png) or raw (sensor_msgs/Image rgb8/bgr8/mono8)."""
-    key_camera: str = KEY_CAMERA
-    """Camera whose stamp and ego pose define the output's stamp and frame."""
-    ego_frame: str = "base_link"
-    """Ego frame (REP-105) of the output grid and of the extrinsics."""
-    fixed_frame: str = "map"
-    """World-fixed frame (map or odom) through which ego poses at different stamps are chained."""
-    sync_slop_s: float = 0.06
-    """Approximate-time window of one camera set; nuScenes sets span about 42 ms in an 83 ms period."""
-    sync_queue_size: int = 10
-    """Messages kept per camera while a set is assembled."""
-    tf_wait_s: float = 0.2
-    """How long the worker waits for tf to reach a set's stamps before counting a tf failure."""
-    checkpoint: str = ""
-    """Path of the GSD-OCC checkpoint (official .pth or our own format)."""
-    allow_random_weights: bool = False
-    """Start without a checkpoint on seeded random weights (demos and tests only: the output is meaningless)."""
-    trust_pickle: bool = False
-    """Allow a checkpoint that needs arbitrary unpickling (runs code from the file: only for files you trust)."""
-    device: str = "cuda"
-    """cpu, cuda or cuda:N; falls back to CPU with a warning when CUDA is absent."""
-    precision: str = "fp32"
-    """fp32, fp16 or bf16 (autocast; fp16 on CUDA only)."""
-    input_height: int = 256
-    """Network input height per camera (256 or 512 for the official configs)."""
-    input_width: int = 704
-    """Network input width per camera (704 or 1408 for the official configs)."""
-    cadence: str = "keyframe"
-    """keyframe: infer on sets 0.5 s apart (training cadence); every_frame: infer on every set, push history at 0.5 s."""
-    history_step_s: float = 0.5
-    """Seconds per temporal-history step (the model was trained on 2 Hz keyframes)."""
-    cadence_tolerance_s: float = 0.05
-    """A set counts as a history step when at most this much earlier than the next 0.5 s target."""
-    max_gap_s: float = 1.5
-    """Reset the temporal cache after this many seconds without a history step."""
-    max_jump_m: float = 20.0
-    """Reset the temporal cache when the ego moves farther than this between history steps."""
-    publish_confidence: bool = True
-    """Fill the grid's per-voxel confidence."""
-    publish_camera_mask: bool = False
-    """Fill the grid's camera-visibility mask (needed by marker_camera_visible_only)."""
-    marker_hidden_classes: tuple[str, ...] = ()
-    """Class names never drawn as markers (e.g. driveable_surface); free is never drawn."""
-    marker_camera_visible_only: bool = False
-    """Draw only voxels inside some camera's view."""
-    marker_max_voxels: int = 60000
-    """Cap on the number of drawn voxels (RViz2 slows down beyond a few tens of thousands of cubes)."""
-    marker_lifetime_s: float = 1.0
-    """Marker lifetime; keep it at least the output period so markers do not flicker."""
-    diagnostics_period_s: float = 1.0
-    """Period of the /diagnostics status."""
+    cameras: tuple[str, ...] = setting(CAMERA_NAMES, "Camera names in the model's order; each names its topics and "
+                                       "is the image frame_id by default.", note="6 distinct names")
+    image_topic_format: str = setting("/{camera}/image_rect_compressed", "Image topic of each camera; {camera} is "
+                                      "replaced by the camera name.", note=TOPIC_NOTE)
+    camera_info_topic_format: str = setting("/{camera}/camera_info", "CameraInfo topic of each camera; {camera} is "
+                                            "replaced by the camera name.", note=TOPIC_NOTE)
+    image_types: tuple[str, ...] = setting(("compressed",) * 6, "Per camera: compressed (sensor_msgs/CompressedImage, "
+                                           "jpeg/png) or raw (sensor_msgs/Image rgb8/bgr8/mono8).",
+                                           note="compressed or raw, one per camera")
+    key_camera: str = setting(KEY_CAMERA, "Camera whose stamp and ego pose define the output's stamp and frame.",
+                              note="one of cameras")
+    ego_frame: str = setting("base_link", "Ego frame (REP-105) of the output grid and of the extrinsics.", **FRAME_ID)
+    fixed_frame: str = setting("map", "World-fixed frame (map or odom) through which ego poses at different stamps "
+                               "are chained.", **FRAME_ID)
+    sync_slop_s: float = setting(0.06, "Approximate-time window of one camera set; nuScenes sets span about 42 ms in "
+                                 "an 83 ms period.", positive=True)
+    sync_queue_size: int = setting(10, "Messages kept per camera while a set is assembled.", at_least=1)
+    tf_wait_s: float = setting(0.2, "How long the worker waits for tf to reach a set's stamps before counting a tf "
+                               "failure.", positive=True)
+    checkpoint: str = setting("", "Path of the GSD-OCC checkpoint (official .pth or our own format).",
+                              note="an existing file, or empty with allow_random_weights")
+    allow_random_weights: bool = setting(False, "Start without a checkpoint on seeded random weights (demos and tests "
+                                         "only: the output is meaningless).")
+    trust_pickle: bool = setting(False, "Allow a checkpoint that needs arbitrary unpickling (runs code from the file: "
+                                 "only for files you trust).")
+    device: str = runner_setting("device", "cuda")
+    precision: str = runner_setting("precision")
+    input_height: int = setting(256, "Network input height per camera (256 or 512 for the official configs).",
+                                multiple_of=32)
+    input_width: int = setting(704, "Network input width per camera (704 or 1408 for the official configs).",
+                               multiple_of=32)
+    cadence: str = runner_setting("cadence")
+    history_step_s: float = runner_setting("history_step_s")
+    cadence_tolerance_s: float = runner_setting("cadence_tolerance_s")
+    max_gap_s: float = runner_setting("max_gap_s")
+    max_jump_m: float = runner_setting("max_jump_m")
+    publish_confidence: bool = setting(True, "Fill the grid's per-voxel confidence.")
+    publish_camera_mask: bool = setting(False, "Fill the grid's camera-visibility mask (needed by "
+                                        "marker_camera_visible_only).")
+    marker_hidden_classes: tuple[str, ...] = setting((), "Class names never drawn as markers (e.g. "
+                                                     "driveable_surface); free is never drawn.", note="Occ3D class names")
+    marker_camera_visible_only: bool = setting(False, "Draw only voxels inside some camera's view.")
+    marker_max_voxels: int = setting(60000, "Cap on the number of drawn voxels (RViz2 slows down beyond a few tens "
+                                     "of thousands of cubes).", at_least=1)
+    marker_lifetime_s: float = setting(1.0, "Marker lifetime; keep it at least the output period so markers do not "
+                                       "flicker.", positive=True)
+    diagnostics_period_s: float = setting(1.0, "Period of the /diagnostics status.", positive=True)
+
+    def __post_init__(self) -> None:
+        check_settings(self, tuple(name for name in PARAMETERS if name not in RUNNER_SETTINGS))
+        self.runner_config()  # the inference settings, checked by the runner's own declarations
+        self._check_cameras()
+        unknown = sorted(set(self.marker_hidden_classes) - set(CLASS_NAMES))
+        if unknown:
+            raise SettingError("marker_hidden_classes", f"unknown class name(s) {unknown}; known: "
+                               f"{', '.join(CLASS_NAMES)}", self.marker_hidden_classes)
+        if self.checkpoint and not Path(self.checkpoint).is_file():
+            raise SettingError("checkpoint", "no such file", self.checkpoint)
+        if not self.checkpoint and not self.allow_random_weights:
+            raise SettingError("checkpoint", "no checkpoint given; set one, or allow_random_weights:=true for a demo "
+                               "(the output is then meaningless)", self.checkpoint)
+
+    def _check_cameras(self) -> None:
+        """The camera list, its image types, the key camera and the topic patterns agree."""
+        cams = self.cameras
+        if len(cams) != len(CAMERA_NAMES):
+            raise SettingError("cameras", f"the model takes exactly {len(CAMERA_NAMES)} cameras", cams)
+        if len(set(cams)) != len(cams) or not all(isinstance(c, str) and c for c in cams):
+            raise SettingError("cameras", "names must be distinct, non-empty strings", cams)
+        if len(self.image_types) != len(cams):
+            raise SettingError("image_types", f"needs one entry per camera ({len(cams)})", self.image_types)
+        if any(t not in ("compressed", "raw") for t in self.image_types):
+            raise SettingError("image_types", "each entry must be 'compressed' or 'raw'", self.image_types)
+        if self.key_camera not in cams:
+            raise SettingError("key_camera", "must be one of 'cameras'", self.key_camera)
+        for name in ("image_topic_format", "camera_info_topic_format"):
+            pattern = getattr(self, name)
+            rest = pattern.replace(CAMERA_PLACEHOLDER, "")
+            if "{" in rest or "}" in rest:
+                raise SettingError(name, "may hold only the {camera} placeholder, no other {...} field", pattern)
+            if CAMERA_PLACEHOLDER not in pattern:
+                raise SettingError(name, "must contain {camera} (each camera needs its own topic)", pattern)
+            for camera in cams:
+                try:
+                    validate_topic_name(topic_for(pattern, camera))
+                except InvalidTopicNameException as error:
+                    raise SettingError(name, f"gives the invalid topic name {topic_for(pattern, camera)!r} for "
+                                       f"{camera} ({str(error).splitlines()[0]})", pattern) from None
 
     def runner_config(self) -> RunnerConfig:
         """The inference settings of these parameters."""
-        return RunnerConfig(device=self.device, precision=self.precision, cadence=self.cadence,
-                            history_step_s=self.history_step_s, cadence_tolerance_s=self.cadence_tolerance_s,
-                            max_gap_s=self.max_gap_s, max_jump_m=self.max_jump_m,
+        return RunnerConfig(**{name: getattr(self, name) for name in RUNNER_SETTINGS},
                             confidence=self.publish_confidence,
                             camera_mask=self.publish_camera_mask or self.marker_camera_visible_only)
 
@@ -103,99 +153,78 @@ def topic_for(pattern: str, camera: str) -> str:
     return pattern.replace(CAMERA_PLACEHOLDER, camera)
 
 
-PARAMETERS: dict[str, Any] = {f.name: f for f in fields(NodeParams)}
-"""Every node parameter by name (dataclass fields carry default and type)."""
+PARAMETERS: dict[str, Limits] = {f.name: f.metadata["limits"] for f in fields(NodeParams)}
+"""Every node parameter by name, in declaration order, with its Limits (description included)."""
+DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(NodeParams)}
+"""Every node parameter's default value."""
 
 
 def describe(name: str) -> str:
-    """The one-line description of parameter ``name`` (the attribute docstring in NodeParams)."""
-    return _DESCRIPTIONS[name]
-
-
-def _attribute_docstrings() -> dict[str, str]:
-    """Attribute docstrings of NodeParams, read from this file's source (one place for every description)."""
-    import ast
-
-    tree = ast.parse(Path(__file__).read_text())
-    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "NodeParams")
-    docs, last = {}, None
-    for node in cls.body:
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            last = node.target.id
-        elif last and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
-            docs[last], last = node.value.value.strip(), None
-    return docs
-
-
-_DESCRIPTIONS = _attribute_docstrings()
+    """The one-line description of parameter ``name``."""
+    return PARAMETERS[name].description
 
 
 def validate(values: dict[str, Any]) -> NodeParams:
-    """NodeParams from raw values; ValueError naming the parameter and what is wrong."""
-    defaults = NodeParams()
-    merged = {name: values.get(name, getattr(defaults, name)) for name in PARAMETERS}
+    """NodeParams from raw values (defaults for the absent ones); ValueError naming the parameter and the problem."""
+    merged = {name: values[name] for name in PARAMETERS if name in values}
     for name in ("cameras", "image_types", "marker_hidden_classes"):
-        merged[name] = tuple(merged[name])
+        if name in merged:
+            merged[name] = tuple(merged[name])
+    if merged.get("checkpoint"):
+        path = Path(merged["checkpoint"]).expanduser()
+        merged["checkpoint"] = str(path.resolve()) if path.is_file() else str(path)
+    try:
+        return NodeParams(**merged)
+    except SettingError as error:
+        raise ValueError(f"parameter '{error.name}': {error.why} (got {error.value!r})") from None
 
-    def fail(name: str, why: str) -> None:
-        raise ValueError(f"parameter '{name}': {why} (got {merged[name]!r})")
 
-    cams = merged["cameras"]
-    if len(cams) != len(CAMERA_NAMES):
-        fail("cameras", f"the model takes exactly {len(CAMERA_NAMES)} cameras")
-    if len(set(cams)) != len(cams) or not all(isinstance(c, str) and c for c in cams):
-        fail("cameras", "names must be distinct, non-empty strings")
-    if len(merged["image_types"]) != len(cams):
-        fail("image_types", f"needs one entry per camera ({len(cams)})")
-    if any(t not in ("compressed", "raw") for t in merged["image_types"]):
-        fail("image_types", "each entry must be 'compressed' or 'raw'")
-    if merged["key_camera"] not in cams:
-        fail("key_camera", "must be one of 'cameras'")
-    for name in ("image_topic_format", "camera_info_topic_format"):
-        pattern = str(merged[name])
-        if pattern.replace(CAMERA_PLACEHOLDER, "").count("{") or pattern.replace(CAMERA_PLACEHOLDER, "").count("}"):
-            fail(name, "may hold only the {camera} placeholder, no other {...} field")
-        if CAMERA_PLACEHOLDER not in pattern:
-            fail(name, "must contain {camera} (each camera needs its own topic)")
-        for camera in cams:
-            try:
-                validate_topic_name(topic_for(pattern, camera))
-            except InvalidTopicNameException as error:
-                fail(name, f"gives the invalid topic name {topic_for(pattern, camera)!r} for {camera} "
-                           f"({str(error).splitlines()[0]})")
-    for name in ("ego_frame", "fixed_frame"):
-        if not merged[name] or merged[name].startswith("/"):
-            fail(name, "must be a non-empty frame id without a leading '/'")
-    if merged["precision"] not in PRECISIONS:
-        fail("precision", f"must be one of {tuple(PRECISIONS)}")
-    if merged["cadence"] not in CADENCES:
-        fail("cadence", f"must be one of {CADENCES}")
-    device = str(merged["device"])
-    if not (device in ("cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
-        fail("device", "must be cpu, cuda or cuda:N")
-    for name in ("sync_slop_s", "tf_wait_s", "history_step_s", "max_gap_s", "max_jump_m", "marker_lifetime_s",
-                 "diagnostics_period_s"):
-        value = merged[name]
-        if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            fail(name, "must be a positive finite number")
-    if not 0 <= merged["cadence_tolerance_s"] < merged["history_step_s"] / 2:
-        fail("cadence_tolerance_s", "must be >= 0 and below half of history_step_s")
-    for name, low in (("sync_queue_size", 1), ("marker_max_voxels", 1)):
-        if not isinstance(merged[name], int) or merged[name] < low:
-            fail(name, f"must be an integer >= {low}")
-    for name, multiple in (("input_height", 32), ("input_width", 32)):
-        if not isinstance(merged[name], int) or merged[name] <= 0 or merged[name] % multiple:
-            fail(name, f"must be a positive multiple of {multiple} (the backbone's stride)")
-    unknown = sorted(set(merged["marker_hidden_classes"]) - set(CLASS_NAMES))
-    if unknown:
-        fail("marker_hidden_classes", f"unknown class name(s) {unknown}; known: {', '.join(CLASS_NAMES)}")
-    checkpoint = merged["checkpoint"]
-    if checkpoint:
-        path = Path(checkpoint).expanduser()
-        if not path.is_file():
-            fail("checkpoint", "no such file")
-        merged["checkpoint"] = str(path.resolve())
-    elif not merged["allow_random_weights"]:
-        fail("checkpoint", "no checkpoint given; set one, or allow_random_weights:=true for a demo "
-                           "(the output is then meaningless)")
-    return NodeParams(**merged)
+INT_MAX = 2**63 - 1
+
+
+def descriptor(name: str) -> ParameterDescriptor:
+    """The read-only ROS ParameterDescriptor of parameter ``name``: its description, range and choices."""
+    limits = PARAMETERS[name]
+    out = ParameterDescriptor(description=limits.description, read_only=True)
+    if limits.positive:
+        out.floating_point_range = [FloatingPointRange(from_value=0.0, to_value=sys.float_info.max, step=0.0)]
+        out.additional_constraints = "> 0"
+    elif limits.multiple_of is not None:
+        step = limits.multiple_of
+        out.integer_range = [IntegerRange(from_value=step, to_value=step * 1024, step=step)]
+        out.additional_constraints = f"a multiple of {step}"
+    elif limits.at_least is not None:
+        out.integer_range = [IntegerRange(from_value=limits.at_least, to_value=INT_MAX, step=1)]
+        out.additional_constraints = f">= {limits.at_least}"
+    elif limits.choices:
+        out.additional_constraints = "one of " + ", ".join(limits.choices)
+    elif limits.pattern_text:
+        out.additional_constraints = limits.pattern_text
+    else:
+        out.additional_constraints = limits.note
+    return out
+
+
+ROS_TYPES = {bool: "bool", int: "integer", float: "double", str: "string"}
+
+
+def _type_and_default(name: str) -> tuple[str, str]:
+    """The README's Type and Default cells of parameter ``name``."""
+    default = DEFAULTS[name]
+    if isinstance(default, tuple):
+        if name == "cameras":
+            return "string[]", "the six nuScenes cameras, model order"
+        shown = f"{len(default)} x `{default[0]}`" if default and len(set(default)) == 1 else f"`{list(default)}`"
+        return "string[]", shown
+    return ROS_TYPES[type(default)], f"`{default!r}`".replace("'", '"') if isinstance(default, str) else \
+        f"`{str(default).lower() if isinstance(default, bool) else default}`"
+
+
+def markdown_table() -> str:
+    """The README's Parameters table, from the declarations (test_params keeps the README equal to it)."""
+    rows = ["| Name | Type | Default | Accepted | Description |", "| --- | --- | --- | --- | --- |"]
+    for name in PARAMETERS:
+        kind, default = _type_and_default(name)
+        accepted = "true or false" if isinstance(DEFAULTS[name], bool) else descriptor(name).additional_constraints
+        rows.append(f"| `{name}` | {kind} | {default} | {accepted} | {describe(name)} |")
+    return "\n".join(rows)

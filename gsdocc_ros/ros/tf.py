@@ -22,6 +22,10 @@ What the genuine buffer does that harms the node (a stale buffer after a jump, h
 than the cache) is handled here, identically on both backends, by ``TfListener``: it is the node's only writer to
 the buffer and clears it before storing a stamp from before a backwards jump. Set ``GSDOCC_COMPAT_FALLBACK=1`` to
 force the fallback (A/B on a full ROS 2 install).
+
+Why this file is long: the fallback buffer carries the whole tf2 contract above (pruning, refusal, interpolation,
+the tree walk, waits) and sits beside the listener that protects both backends; split, each half would need the
+other to be read.
 """
 
 from __future__ import annotations

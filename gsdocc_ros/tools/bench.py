@@ -51,7 +51,8 @@ from gsdocc_ros.pipeline.grid import FREE_INDEX, OccupancyGrid
 from gsdocc_ros.pipeline.preprocess import IMAGE_STD_RGB, preprocess_images
 from gsdocc_ros.pipeline.host_sync import HostSyncAudit, cuda_sync_warnings
 from gsdocc_ros.pipeline.prefetch import Prefetcher
-from gsdocc_ros.pipeline.runner import PRECISIONS, SPLATS, OccupancyRunner, RunnerConfig, StepResult, load_model
+from gsdocc_ros.pipeline.runner import PRECISIONS, OccupancyRunner, RunnerConfig, StepResult, load_model
+from gsdocc_ros.pipeline.runner_config import SPLATS
 from gsdocc_ros.pipeline.torch_preprocess import TorchPreprocessor
 from gsdocc_ros.ros.image_decode import DEFAULT_JPEG_DECODER, decode_executor, decode_image, decode_threads
 from gsdocc_ros.ros.conversions import grid_to_message
@@ -456,22 +457,19 @@ def ab_pairs(setup: BenchSetup, clock: StageClock, args: argparse.Namespace, cfg
     pairs["reparam_block"] = pair
 
     view = runner.model.forward_projection
-    sync_free = view.sync_free
+    variants = {"recomputed": view.rebuilt("indices", index_cache=False), "cached": view.rebuilt("indices"),
+                "scatter": view.rebuilt("scatter")}
     with torch.inference_mode(), autocast(device, args.precision):
-        def pool(cached: bool = True, scatter: bool = False) -> torch.Tensor:
-            view.use_index_cache, view.sync_free = cached, scatter
-            return view(depth, context, inputs)
-        try:
-            pair = ab_pair(lambda: pool(cached=False), lambda: pool(cached=True), runs, device)
-            pair["outputs_equal"] = bool(torch.equal(pool(cached=False), pool(cached=True)))
-            scatter = ab_pair(lambda: pool(cached=True), lambda: pool(scatter=True), runs, device)
-            scatter["max_abs_diff"] = float((pool(cached=True) - pool(scatter=True)).abs().max())
-        finally:
-            view.use_index_cache, view.sync_free = True, sync_free
+        def pool(variant: str) -> torch.Tensor:
+            return variants[variant](depth, context, inputs)
+        pair = ab_pair(lambda: pool("recomputed"), lambda: pool("cached"), runs, device)
+        pair["outputs_equal"] = bool(torch.equal(pool("recomputed"), pool("cached")))
+        scatter = ab_pair(lambda: pool("cached"), lambda: pool("scatter"), runs, device)
+        scatter["max_abs_diff"] = float((pool("cached") - pool("scatter")).abs().max())
     pair.update(baseline="BEV-pool indices recomputed every frame", optimised="indices precomputed per calibration")
     pairs["bev_pool_indices"] = pair
     scatter.update(baseline="sparse product with the cached indices", optimised="fixed-size scatter (no host sync)",
-                   used_by_the_runner="scatter" if sync_free else "indices")
+                   used_by_the_runner=view.splat)
     pairs["bev_pool_scatter"] = scatter
 
     pair = ab_pair(lambda: [decode_image(msg, args.decoder) for msg in setup.messages],
@@ -622,7 +620,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                    "scene": args.scene.name, "jpeg_decoder": args.decoder, "output_labels": setup.labels_source,
                    "drawn_voxels": int(np.count_nonzero(setup.output_labels != FREE_INDEX)),
                    "preprocess": "pillow" if runner.preprocessor is None else "torch",
-                   "splat": "scatter" if runner.model.forward_projection.sync_free else "indices",
+                   "splat": runner.model.forward_projection.splat,
                    "channels_last": not args.no_channels_last, "compile": args.compile,
                    "cudnn_benchmark": device.type == "cuda" and torch.backends.cudnn.benchmark,
                    "whole_step_timing": ("separate runs without per-stage synchronisation" if device.type == "cuda"

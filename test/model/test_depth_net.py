@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from gsdocc_ros.model.depth_net import CMDepthNet, camera_mlp_input
-from gsdocc_ros.model.gsdocc import ModelInputs
+from gsdocc_ros.model.inputs import ModelInputs
 
 
 def _inputs(batch: int = 1, cams: int = 2) -> ModelInputs:

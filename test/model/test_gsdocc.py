@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from gsdocc_ros.model.gsdocc import GSDOCC, ModelInputs, logits_to_labels
+from gsdocc_ros.model.gsdocc import GSDOCC, logits_to_labels
+from gsdocc_ros.model.inputs import ModelInputs
 from gsdocc_ros.model.temporal import TemporalCache
 from gsdocc_ros.pipeline.frames import load_sample_frames
 from gsdocc_ros.pipeline.runner import OccupancyRunner

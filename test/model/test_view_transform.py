@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gsdocc_ros.model.config import ModelConfig
-from gsdocc_ros.model.gsdocc import ModelInputs
+from gsdocc_ros.model.inputs import ModelInputs
 from gsdocc_ros.model.view_transform import (LSSViewTransform, bev_pool, bev_pool_reference, compute_pool_indices,
                                              voxel_coords)
 from gsdocc_ros.pipeline.geometry import camera_to_key_ego, invert_transform, quaternion_to_matrix
@@ -137,18 +137,18 @@ def test_truncation_toward_zero() -> None:
     torch.testing.assert_close(out, bev_pool_reference(depth, context, points, ModelConfig().grid))
 
 
-@pytest.mark.parametrize("sync_free", [False, True], ids=["indices", "scatter"])
-def test_fast_pool_matches_reference_random(sync_free: bool) -> None:
+@pytest.mark.parametrize("splat", ["indices", "scatter"])
+def test_fast_pool_matches_reference_random(splat: str) -> None:
     """Random calibration (B=2, N=3, flips in bda) and features: both fast splats equal the float64 loop."""
     for seed in range(3):
         module, inputs, depth, context = random_case(seed, 2, 3)
-        module.sync_free = sync_free
+        module = module.rebuilt(splat)
         out = module(depth, context, inputs)
         assert out.shape == (2, 5, 100, 100, 8) and out.dtype == torch.float32
         expected = reference(module, depth, context, inputs, SMALL)
         assert expected.count_nonzero() > 1000
         torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
-    assert module.index_cache_misses == (0 if sync_free else 1)  # the scatter keeps no indices
+    assert module.index_cache_misses == (0 if splat == "scatter" else 1)  # the scatter keeps no indices
     indices = module.pool_indices(*calibration(inputs))
     assert indices.col.numel() < indices.depth_index.numel()  # bins of one ray shared a voxel: pairs were merged
     assert int((indices.crow[1:] - indices.crow[:-1]).max()) >= 2  # and some voxel saw several pixels
@@ -163,8 +163,8 @@ def test_fast_pool_matches_reference_real_calibration(shared_data: Path) -> None
     module = LSSViewTransform(cfg)
     expected = reference(module, depth, context, inputs, cfg)
     torch.testing.assert_close(module(depth, context, inputs), expected, rtol=1e-5, atol=1e-6)
-    module.sync_free = True
-    torch.testing.assert_close(module(depth, context, inputs), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(LSSViewTransform(cfg, splat="scatter")(depth, context, inputs), expected, rtol=1e-5,
+                               atol=1e-6)
 
 
 def test_index_cache() -> None:
@@ -185,15 +185,15 @@ def test_index_cache() -> None:
     torch.testing.assert_close(third, reference(module, depth, context, moved, SMALL), rtol=1e-5, atol=1e-6)
     assert not torch.allclose(third, first)
 
-    module.use_index_cache = False
-    torch.testing.assert_close(module(depth, context, inputs), first, rtol=0, atol=0)
-    assert (module.index_cache_hits, module.index_cache_misses) == (1, 2)
+    uncached = module.rebuilt("indices", index_cache=False)
+    torch.testing.assert_close(uncached(depth, context, inputs), first, rtol=0, atol=0)
+    assert (uncached.index_cache_hits, uncached.index_cache_misses) == (0, 0)
 
 
 def test_geometry_is_float32_under_autocast() -> None:
     """Autocast must not lower the precision of the geometry: the same voxel pattern and a float32 result."""
     module, inputs, depth, context = random_case(3, 1, 2)
-    module.use_index_cache = False
+    module = module.rebuilt("indices", index_cache=False)
     plain = module.pool_indices(*calibration(inputs))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         autocast = module.pool_indices(*calibration(inputs))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gsdocc_ros.model.config import GridConfig, ImageConfig, ModelConfig, OccupancyConfig
+from gsdocc_ros.model.config import GridGeometry, GridConfig, ImageConfig, ModelConfig, OccupancyConfig
 from gsdocc_ros.model.gsdocc import GSDOCC, logits_to_labels
 from gsdocc_ros.model.temporal import TemporalCache
 from gsdocc_ros.pipeline.acceleration import compile_static_stages, is_channels_last, to_channels_last
@@ -16,7 +16,7 @@ from gsdocc_ros.pipeline.frames import load_sample_frames
 from gsdocc_ros.pipeline.runner import OccupancyRunner, RunnerConfig
 
 SMALL = ModelConfig(grid=GridConfig(x=(-8.0, 8.0, 0.8), y=(-8.0, 8.0, 0.8)), image=ImageConfig((64, 176)),
-                    occupancy=OccupancyConfig(size=(40, 40, 16)))
+                    occupancy=OccupancyConfig(GridGeometry(origin=(-8.0, -8.0, -1.0), size=(40, 40, 16))))
 """The official network on a 20x20x8 lifting grid and 64x176 images: every layer, a fraction of the time."""
 
 

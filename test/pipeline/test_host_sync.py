@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_runner import SMALL, SMALL_GEOMETRY  # the small grid of the runner tests
+from test_runner import SMALL  # the small grid of the runner tests
 
 from gsdocc_ros.pipeline.frames import load_sample_frames
 from gsdocc_ros.pipeline.host_sync import HostSyncAudit, cuda_sync_warnings
@@ -53,14 +53,14 @@ def test_audit_catches_each_kind_of_sync() -> None:
 
 def test_gpu_configuration_steps_without_host_sync(sample) -> None:
     model = load_model(None, SMALL, allow_random_weights=True)[0]
-    runner = OccupancyRunner(model, RunnerConfig(splat="scatter", preprocess="torch"), geometry=SMALL_GEOMETRY)
+    runner = OccupancyRunner(model, RunnerConfig(splat="scatter", preprocess="torch"))
     # the first step (start of a sequence, nothing cached yet) and two steps on from it
     assert audited_steps(runner, sample, 3) == [{}, {}, {}]
 
 
 def test_index_splat_syncs_where_the_audit_says(sample) -> None:
     model = load_model(None, SMALL, allow_random_weights=True)[0]
-    runner = OccupancyRunner(model, RunnerConfig(splat="indices", preprocess="pillow"), geometry=SMALL_GEOMETRY)
+    runner = OccupancyRunner(model, RunnerConfig(splat="indices", preprocess="pillow"))
     first, second = audited_steps(runner, sample, 2)
     assert {key.split(" at ")[0] for key in first} == {"nonzero", "_unique2", "bincount"}  # building the indices
     assert all(key.split(" at ")[1].startswith("gsdocc_ros/model/view_transform.py:") for key in first)
@@ -70,11 +70,13 @@ def test_index_splat_syncs_where_the_audit_says(sample) -> None:
 def test_scatter_and_index_splats_give_the_same_grid(sample) -> None:
     model = load_model(None, SMALL, allow_random_weights=True)[0]
     grids, lifted = [], []  # random weights make labels nearly input-blind: the lifted voxels are compared too
-    hook = model.forward_projection.register_forward_hook(lambda module, args, out: lifted.append(out.clone()))
     for splat in ("scatter", "indices"):
-        runner = OccupancyRunner(model, RunnerConfig(splat=splat), geometry=SMALL_GEOMETRY)
+        runner = OccupancyRunner(model, RunnerConfig(splat=splat))
+        assert runner.model.forward_projection.splat == splat
+        hook = runner.model.forward_projection.register_forward_hook(
+            lambda module, args, out: lifted.append(out.clone()))
         grids.append(runner.step(sample.frames, sample.key_ego2global, sample.stamp_ns).grid)
-    hook.remove()
+        hook.remove()
     assert lifted[0].count_nonzero() > lifted[0].numel() / 10  # the real images lift into the small grid
     torch.testing.assert_close(lifted[0], lifted[1], rtol=1e-5, atol=1e-5)
     assert np.mean(grids[0].labels == grids[1].labels) > 0.9999
@@ -84,7 +86,7 @@ def test_scatter_and_index_splats_give_the_same_grid(sample) -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_step_waits_once_for_the_result(sample) -> None:
     model = load_model(None, SMALL, allow_random_weights=True)[0]
-    runner = OccupancyRunner(model, RunnerConfig(device="cuda"), geometry=SMALL_GEOMETRY)
+    runner = OccupancyRunner(model, RunnerConfig(device="cuda"))
     for i in range(2):  # the first step allocates and autotunes
         runner.step(sample.frames, sample.key_ego2global, sample.stamp_ns + i * HALF_SECOND_NS)
     caught = cuda_sync_warnings(lambda: runner.step(sample.frames, sample.key_ego2global,

@@ -17,8 +17,8 @@ from gsdocc_ros.pipeline.grid import GridGeometry
 from gsdocc_ros.pipeline.runner import OccupancyRunner, RunnerConfig, load_model, resolve_device
 
 SMALL = ModelConfig(grid=GridConfig(x=(-8.0, 8.0, 0.8), y=(-8.0, 8.0, 0.8)), image=ImageConfig((64, 176)),
-                    occupancy=OccupancyConfig(size=(40, 40, 16)))
-SMALL_GEOMETRY = GridGeometry(origin=(-8.0, -8.0, -1.0), size=(40, 40, 16))
+                    occupancy=OccupancyConfig(GridGeometry(origin=(-8.0, -8.0, -1.0), size=(40, 40, 16))))
+SMALL_GEOMETRY = SMALL.occupancy.geometry
 MS = 1_000_000
 
 
@@ -33,7 +33,7 @@ def sample(shared_data: Path):
 
 
 def make_runner(model, **config) -> OccupancyRunner:
-    return OccupancyRunner(model, RunnerConfig(**config), geometry=SMALL_GEOMETRY)
+    return OccupancyRunner(model, RunnerConfig(**config))
 
 
 def moved(pose: np.ndarray, dx: float) -> np.ndarray:

@@ -22,7 +22,6 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image as PILImage
 
-pytest.importorskip("rclpy", reason="the message classes come with rclpy (scripts/setup.sh)")
 from geometry_msgs.msg import TransformStamped  # noqa: E402
 from rclpy.time import Time  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402

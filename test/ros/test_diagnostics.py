@@ -6,7 +6,6 @@ import math
 
 import pytest
 
-pytest.importorskip("rclpy", reason="rclpy is installed by scripts/setup.sh")
 from builtin_interfaces.msg import Time as TimeMsg  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
@@ -57,3 +56,20 @@ def test_message_carries_device_latency_stages_and_counters() -> None:
         "decode_errors": "1", "grids_out": "3", "sync_messages_in": "18"}
     first = build_diagnostics(stamp, "n", {}, math.nan, {}, "cuda:0").status[0]
     assert {kv.key: kv.value for kv in first.values}["latency_ms"] == "n/a"
+
+
+def test_counter_names_come_from_one_enum() -> None:
+    """The synchroniser's counters are NodeCounter members with the sync_ prefix, and every set outcome and
+    diagnostic rule names a member (a misspelt counter would never rise)."""
+    from dataclasses import fields
+
+    from gsdocc_ros.ros.counters import SET_OUTCOMES, NodeCounter
+    from gsdocc_ros.ros.diagnostics import DiagnosticRules
+    from gsdocc_ros.ros.sync import SyncCounters
+
+    assert {f"sync_{f.name}" for f in fields(SyncCounters)} == {c for c in NodeCounter if c.startswith("sync_")}
+    rules = DiagnosticRules()
+    named = [*rules.error_counters, *rules.reject_counters, *rules.warn_counters, rules.input_counter,
+             rules.output_counter, *SET_OUTCOMES]
+    assert all(isinstance(name, NodeCounter) for name in named)
+    assert NodeCounter.SETS_IN not in SET_OUTCOMES and len(set(SET_OUTCOMES)) == len(SET_OUTCOMES)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-rclpy = pytest.importorskip("rclpy", reason="rclpy is installed by scripts/setup.sh")
+import rclpy  # noqa: E402 (a missing rclpy is a broken install: fail, never skip)
 import torch  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("rclpy", reason="rclpy is installed by scripts/setup.sh")
 from PIL import Image as PILImage  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-rclpy = pytest.importorskip("rclpy", reason="rclpy is installed by scripts/setup.sh")
+import rclpy  # noqa: E402 (a missing rclpy is a broken install: fail, never skip)
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import CompressedImage  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402

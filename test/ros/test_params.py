@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gsdocc_ros.ros.params import PARAMETERS, NodeParams, describe, validate
+from gsdocc_ros.pipeline.runner_config import RunnerConfig
+from gsdocc_ros.ros.params import (DEFAULTS, PARAMETERS, RUNNER_SETTINGS, NodeParams, describe, descriptor,
+                                   markdown_table, validate)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,25 +23,47 @@ def _yaml_parameters() -> dict:
 def test_yaml_lists_every_parameter_with_its_default_and_description() -> None:
     values = _yaml_parameters()
     assert list(values) == list(PARAMETERS)
-    defaults = NodeParams()
     text = (REPO / "config" / "gsdocc.yaml").read_text()
     for name, value in values.items():
-        default = getattr(defaults, name)
+        default = DEFAULTS[name]
         assert (tuple(value) if isinstance(default, tuple) else value) == default, name
         comment = " ".join(re.findall(rf"((?:    # .*\n)+)    {name}:", text)[0].replace("    # ", "").split())
         assert comment == describe(name), name
 
 
-def test_readme_table_matches_the_parameters() -> None:
+def test_readme_table_is_the_generated_one() -> None:
     readme = (REPO / "README.md").read_text()
+    assert markdown_table() in readme
     rows = dict(re.findall(r"^\| `(\w+)` \| [\w\[\]]+ \| .*? \| (.*) \|$", readme, flags=re.M))
-    assert set(rows) == set(PARAMETERS)
+    assert set(PARAMETERS) <= set(rows)
     for name in PARAMETERS:
-        assert rows[name] == describe(name), name
+        assert rows[name].endswith(describe(name)), name
 
 
 def test_every_parameter_has_a_description() -> None:
     assert all(describe(f.name) for f in fields(NodeParams))
+
+
+def test_inference_settings_are_the_runners_own_declarations() -> None:
+    """No copies: the runner-fed parameters take RunnerConfig's limits and descriptions (device: its own default)."""
+    runner = {f.name: f for f in fields(RunnerConfig)}
+    for name in RUNNER_SETTINGS:
+        assert PARAMETERS[name].description == runner[name].metadata["limits"].description, name
+        assert PARAMETERS[name].choices == runner[name].metadata["limits"].choices, name
+        assert DEFAULTS[name] == (runner[name].default if name != "device" else "cuda"), name
+    params = validate({"allow_random_weights": True, "cadence": "every_frame", "max_gap_s": 3.0})
+    assert params.runner_config() == RunnerConfig(device="cuda", cadence="every_frame", max_gap_s=3.0)
+
+
+def test_descriptors_carry_ranges_and_choices() -> None:
+    slop = descriptor("sync_slop_s")
+    assert slop.read_only and slop.description == describe("sync_slop_s")
+    assert slop.floating_point_range[0].from_value == 0.0 and not slop.integer_range
+    width = descriptor("input_width").integer_range[0]
+    assert (width.from_value, width.step) == (32, 32) and width.to_value % 32 == 0
+    assert descriptor("sync_queue_size").integer_range[0].from_value == 1
+    assert descriptor("cadence").additional_constraints == "one of keyframe, every_frame"
+    assert descriptor("device").additional_constraints == "cpu, cuda or cuda:N"
 
 
 @pytest.mark.parametrize(("name", "value", "fragment"), [

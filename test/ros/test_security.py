@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip("rclpy", reason="rclpy is installed by scripts/setup.sh")
 
 class _MakesADirectory:
     """Unpickling this calls os.mkdir: what a malicious checkpoint would do with something worse."""

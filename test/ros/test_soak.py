@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("rclpy", reason="rclpy is installed by scripts/setup.sh")
 
 REPO = Path(__file__).resolve().parents[2]
 SETS = 60

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-rclpy = pytest.importorskip("rclpy", reason="rclpy is installed by scripts/setup.sh")
+import rclpy  # noqa: E402 (a missing rclpy is a broken install: fail, never skip)
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 
 from ros_feeder import SampleFeeder, wait_for_subscribers  # noqa: E402

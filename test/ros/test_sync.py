@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-rclpy = pytest.importorskip("rclpy", reason="rclpy is installed by scripts/setup.sh")
+import rclpy  # noqa: E402 (a missing rclpy is a broken install: fail, never skip)
 from sensor_msgs.msg import Image  # noqa: E402
 
 from gsdocc_ros.pipeline.frames import CAMERA_NAMES  # noqa: E402

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-rclpy = pytest.importorskip("rclpy", reason="rclpy is installed by scripts/setup.sh")
+import rclpy  # noqa: E402 (a missing rclpy is a broken install: fail, never skip)
 from rclpy.duration import Duration  # noqa: E402
 from rclpy.time import Time  # noqa: E402
 

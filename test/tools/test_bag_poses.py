@@ -11,7 +11,6 @@ import pytest
 from gsdocc_ros.io.bag_poses import BagPoses
 from gsdocc_ros.io.bags import bag_typestore
 
-pytest.importorskip("rclpy", reason="rclpy is installed by scripts/setup.sh")
 
 T0 = 1_532_402_927_612_460_000
 

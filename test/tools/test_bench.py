@@ -18,7 +18,7 @@ from gsdocc_ros.tools.cli import main
 
 SMALL = ["--input-size", "128x352", "--runs", "1", "--warmup", "0", "--quiet"]
 SMALL_MODEL = ModelConfig(grid=GridConfig(x=(-8.0, 8.0, 0.8), y=(-8.0, 8.0, 0.8)), image=ImageConfig((64, 176)),
-                          occupancy=OccupancyConfig(size=(40, 40, 16)))
+                          occupancy=OccupancyConfig(GridGeometry(origin=(-8.0, -8.0, -1.0), size=(40, 40, 16))))
 """The official network on a 20x20x8 lifting grid and 64x176 images, for the fast FLOP-count test."""
 
 
@@ -94,7 +94,7 @@ def test_flop_count_is_repeatable_on_the_predicted_grid(shared_data: Path) -> No
     torch.manual_seed(0)
     model = GSDOCC(SMALL_MODEL)
     model.reparameterize()
-    runner = OccupancyRunner(model, geometry=GridGeometry(origin=(-8.0, -8.0, -1.0), size=(40, 40, 16)))
+    runner = OccupancyRunner(model)
     setup = bench.make_setup(runner, shared_data / "nuscenes_sample" / "scene-0003_fd842039", labels=None)
     assert setup.labels_source == "predicted" and setup.output_labels.shape == (40, 40, 16)
     clock = bench.StageClock(runner.device)

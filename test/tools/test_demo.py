@@ -27,7 +27,6 @@ from gsdocc_ros.tools import cli
 from gsdocc_ros.io.bags import bag_typestore, open_bag
 from gsdocc_ros.io.grid_files import read_grid_file
 
-pytest.importorskip("rclpy", reason="rclpy is installed by scripts/setup.sh")
 
 KEYFRAMES = 2
 SUMMARY_KEYS = {"bag", "synthetic", "weights", "device", "rate", "camera_sets_in_bag", "camera_sets_played",

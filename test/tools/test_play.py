@@ -27,7 +27,7 @@ from gsdocc_ros.errors import ToolError
 from gsdocc_ros.io.bag_messages import Event, MessageFactory, Rank, write_bag
 from gsdocc_ros.ros.bag_player import BagPlayer, BagSource, PlayOptions
 
-rclpy = pytest.importorskip("rclpy")
+import rclpy  # noqa: E402 (a missing rclpy is a broken install: fail, never skip)
 
 T0 = 1_532_402_927_600_000_000
 """Bag start (ns), scene-0061's time."""

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("rclpy", reason="rclpy is installed by scripts/setup.sh")
 
 from rosbags.rosbag2 import StoragePlugin  # noqa: E402
 
