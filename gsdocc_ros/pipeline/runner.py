@@ -26,6 +26,7 @@ from gsdocc_ros.model.config import ModelConfig
 from gsdocc_ros.model.gsdocc import GSDOCC, ModelInputs, logits_to_labels
 from gsdocc_ros.model.temporal import TemporalCache
 from gsdocc_ros.pipeline.acceleration import configure_backend, to_channels_last
+from gsdocc_ros.pipeline.choices import CADENCES, PRECISION_NAMES, PREPROCESSORS, SPLATS
 from gsdocc_ros.pipeline.frames import CameraFrame
 from gsdocc_ros.pipeline.geometry import ego_motion, invert_transform
 from gsdocc_ros.pipeline.grid import OCC3D_GEOMETRY, GridGeometry, OccupancyGrid
@@ -35,10 +36,8 @@ from gsdocc_ros.pipeline.torch_preprocess import TorchPreprocessor
 
 LOGGER = logging.getLogger(__name__)
 
-CADENCES = ("keyframe", "every_frame")
-PREPROCESSORS = ("auto", "pillow", "torch")
-SPLATS = ("auto", "indices", "scatter")
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISIONS = dict(zip(PRECISION_NAMES, (torch.float32, torch.float16, torch.bfloat16)))
+"""Precision name -> the dtype autocast runs in (fp32: no autocast)."""
 
 
 @dataclass(frozen=True)
