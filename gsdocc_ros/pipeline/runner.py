@@ -27,6 +27,7 @@ from gsdocc_ros.model.gsdocc import GSDOCC, logits_to_labels
 from gsdocc_ros.model.inputs import ModelInputs
 from gsdocc_ros.model.temporal import TemporalCache
 from gsdocc_ros.pipeline.acceleration import configure_backend, to_channels_last
+from gsdocc_ros.pipeline.choices import PRECISION_NAMES
 from gsdocc_ros.pipeline.frames import CameraFrame
 from gsdocc_ros.pipeline.geometry import ego_motion, invert_transform
 from gsdocc_ros.pipeline.grid import OccupancyGrid
@@ -37,8 +38,8 @@ from gsdocc_ros.pipeline.torch_preprocess import TorchPreprocessor
 
 LOGGER = logging.getLogger(__name__)
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-"""The autocast dtype of each of PRECISION_NAMES."""
+PRECISIONS = dict(zip(PRECISION_NAMES, (torch.float32, torch.float16, torch.bfloat16)))
+"""Precision name -> the dtype autocast runs in (fp32: no autocast)."""
 
 
 @dataclass

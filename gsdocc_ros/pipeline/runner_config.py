@@ -8,12 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gsdocc_ros.pipeline.choices import CADENCES, PRECISION_NAMES, PREPROCESSORS, SPLATS
 from gsdocc_ros.pipeline.settings import SettingError, check_settings, setting
 
-CADENCES = ("keyframe", "every_frame")
-PRECISION_NAMES = ("fp32", "fp16", "bf16")
-PREPROCESSORS = ("auto", "pillow", "torch")
-SPLATS = ("auto", "indices", "scatter")
 DEVICE_PATTERN = r"cpu|cuda(:\d+)?"
 
 
