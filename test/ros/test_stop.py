@@ -98,34 +98,33 @@ def test_stops_under_sim_time_without_clock(signum: int, python: str, subprocess
         node.kill()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_stops_with_a_set_in_the_network(signum: int, python: str, subprocess_env: dict[str, str],
-                                         feeder: tuple[SampleFeeder, SingleThreadedExecutor]) -> None:
+def stop_while(signum: int, node: NodeProcess, feeder: tuple[SampleFeeder, SingleThreadedExecutor], state: str,
+               tf: bool) -> None:
+    """Feed sets (with or without tf) until the node logs ``state``, then stop it: within STOP_WITHIN_S."""
     feed, executor = feeder
-    node = NodeProcess(python, subprocess_env, {})  # full 256x704 input: a forward takes seconds here
     try:
         node.wait_for("backends:")
         wait_for_subscribers(executor, list(feed.image_pubs.values()) + [feed.tf_pub], 60.0)
         feed.publish_static()
         offsets = iter(range(0, 10**12, 500_000_000))  # best-effort images: publish sets until one goes in
-        node.wait_for("in the network", meanwhile=lambda: feed.publish_set(next(offsets)))
+        node.wait_for(state, meanwhile=lambda: feed.publish_set(next(offsets), tf=tf))
+        time.sleep(0.5)
         assert node.stop(signum) < STOP_WITHIN_S
-        assert any("abandoned" in line for line in node.lines), "\n".join(node.lines)
     finally:
         node.kill()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_stops_with_a_set_in_the_network(signum: int, python: str, subprocess_env: dict[str, str],
+                                         feeder: tuple[SampleFeeder, SingleThreadedExecutor]) -> None:
+    node = NodeProcess(python, subprocess_env, {})  # full 256x704 input: a forward takes seconds here
+    stop_while(signum, node, feeder, "in the network", tf=True)
+    assert any("abandoned" in line for line in node.lines), "\n".join(node.lines)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_stops_while_waiting_for_tf(signum: int, python: str, subprocess_env: dict[str, str],
                                     feeder: tuple[SampleFeeder, SingleThreadedExecutor]) -> None:
-    feed, executor = feeder
-    node = NodeProcess(python, subprocess_env, {"tf_wait_s": "60.0"})
-    try:
-        node.wait_for("backends:")
-        wait_for_subscribers(executor, list(feed.image_pubs.values()), 60.0)
-        offsets = iter(range(0, 10**12, 500_000_000))  # images but no map -> base_link: the prepare thread waits
-        node.wait_for("waiting for tf", meanwhile=lambda: feed.publish_set(next(offsets), tf=False))
-        time.sleep(0.5)
-        assert node.stop(signum) < STOP_WITHIN_S
-    finally:
-        node.kill()
+    """Images but no map -> base_link: the prepare thread waits for tf (tf_wait_s 60 s) when the signal comes."""
+    stop_while(signum, NodeProcess(python, subprocess_env, {"tf_wait_s": "60.0"}), feeder, "waiting for tf",
+               tf=False)
