@@ -236,8 +236,11 @@ def test_sim_clock_jumping_back_clears_tf_and_restarts_sync_and_cache(harness: N
         harness.offset_ns -= 60 * NodeHarness.STEP_NS
         stamps = harness.feed.camera_stamps(harness.offset_ns)
         clock_pub.publish(Clock(clock=ns_to_stamp(min(stamps.values()))))
+        clears = counter(harness, "tf_buffer_clears")
         assert harness.spin_until(lambda: counter(harness, "clock_jumps_back") == jumps + 1, 30.0)
-        assert not node.tf_buffer.can_transform("map", "base_link", Time(nanoseconds=last))
+        # the jump itself cleared tf (a /tf message of the old time line still in flight may land after it, and
+        # is cleared in turn when the new time line's tf arrives, so the buffer's content is not asserted here)
+        assert counter(harness, "tf_buffer_clears") >= clears + 1
         assert node.sync.counters()["resets"] == sync_resets + 1
         grids = len(harness.grids)
         stamp = harness.feed.publish_set(harness.offset_ns)
