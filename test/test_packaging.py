@@ -30,7 +30,7 @@ def test_setup_py_builds_a_wheel_with_the_gsdocc_command(tmp_path: Path) -> None
 PYTHON_KEYS = {
     "numpy": "python3-numpy", "PIL": "python3-pil", "torch": "python3-torch", "tqdm": "python3-tqdm",
     "matplotlib": "python3-matplotlib", "yaml": "python3-yaml", "pytest": "python3-pytest",
-    "hypothesis": "python3-hypothesis",
+    "hypothesis": "python3-hypothesis", "cv2": "python3-opencv",
     # No Debian/Ubuntu package: these keys make rosdep install them with pip.
     "simplejpeg": "python3-simplejpeg-pip", "rosbags": "python3-rosbags-pip", "nuscenes": "python3-nuscenes-devkit-pip",
 }
@@ -44,7 +44,7 @@ NOT_IMPORTED = {"python3-pytest-timeout": "pytest.ini"}
 """Keys no import shows, with the file that needs each (pytest.ini's `timeout` is a pytest-timeout option)."""
 
 DYNAMIC_IMPORTERS = {"genuine", "import_module", "importorskip"}
-"""Calls that import the module their first argument names: ros/backends.py's seam to tf2_ros/message_filters,
+"""Calls that import the module their first argument names: ros/backends.py's seam to tf2_ros/message_filters/cv_bridge,
 importlib, pytest."""
 
 TAG_USES = {"buildtool_depend": {"build"}, "build_depend": {"build"}, "depend": {"build", "run"},

@@ -123,7 +123,7 @@ class OccupancyNode(Node):
             JumpThreshold(min_forward=None, min_backward=Duration(seconds=-1), on_clock_change=False),
             post_callback=self._on_clock_jump)
         self.get_logger().info(f"backends: tf {tf.BACKEND}, sync {sync.BACKEND}, "
-                               f"jpeg {image_decode.DEFAULT_JPEG_DECODER}")
+                               f"jpeg {image_decode.DEFAULT_JPEG_DECODER}, raw images {image_decode.RAW_BACKEND}")
 
         reliable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
         self.grid_pub = self.create_publisher(SemanticVoxelGrid, "~/occupancy", reliable)

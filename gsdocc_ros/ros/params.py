@@ -29,7 +29,7 @@ class NodeParams:
     camera_info_topic_format: str = "/{camera}/camera_info"
     """CameraInfo topic of each camera; {camera} is replaced by the camera name."""
     image_types: tuple[str, ...] = ("compressed",) * 6
-    """Per camera: compressed (sensor_msgs/CompressedImage, jpeg/png) or raw (sensor_msgs/Image rgb8/bgr8/mono8)."""
+    """Per camera: compressed (sensor_msgs/CompressedImage, jpeg/png) or raw (sensor_msgs/Image in any encoding listed under Inputs)."""
     key_camera: str = KEY_CAMERA
     """Camera whose stamp and ego pose define the output's stamp and frame."""
     ego_frame: str = "base_link"
