@@ -31,7 +31,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rcl_interfaces.msg import ParameterDescriptor
 from diagnostic_msgs.msg import DiagnosticArray
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
@@ -40,7 +40,7 @@ from gsdocc_ros.pipeline.frames import CameraFrame
 from gsdocc_ros.pipeline.prefetch import Prefetcher
 from gsdocc_ros.pipeline.runner import OccupancyRunner, StepResult, load_model
 from gsdocc_ros.model.config import ModelConfig
-from gsdocc_ros.ros import image_decode, sync, tf
+from gsdocc_ros.ros import image_decode, point_cloud, sync, tf
 from gsdocc_ros.ros.conversions import (camera_info_to_intrinsics, grid_to_message, stamp_to_ns,
                                         transform_to_matrix)
 from gsdocc_ros.ros.diagnostics import build_diagnostics
@@ -123,11 +123,13 @@ class OccupancyNode(Node):
             JumpThreshold(min_forward=None, min_backward=Duration(seconds=-1), on_clock_change=False),
             post_callback=self._on_clock_jump)
         self.get_logger().info(f"backends: tf {tf.BACKEND}, sync {sync.BACKEND}, "
-                               f"jpeg {image_decode.DEFAULT_JPEG_DECODER}, raw images {image_decode.RAW_BACKEND}")
+                               f"jpeg {image_decode.DEFAULT_JPEG_DECODER}, raw images {image_decode.RAW_BACKEND}, "
+                               f"point cloud {point_cloud.BACKEND}")
 
         reliable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
         self.grid_pub = self.create_publisher(SemanticVoxelGrid, "~/occupancy", reliable)
         self.marker_pub = self.create_publisher(MarkerArray, "~/markers", reliable)
+        self.points_pub = self.create_publisher(PointCloud2, "~/occupied_points", reliable)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.create_timer(p.diagnostics_period_s, self._publish_diagnostics)
@@ -317,11 +319,14 @@ class OccupancyNode(Node):
                 result.grid, p.ego_frame, lifetime_s=p.marker_lifetime_s, hidden_classes=p.marker_hidden_classes,
                 camera_visible_only=p.marker_camera_visible_only, max_voxels=p.marker_max_voxels))
         t2 = time.perf_counter()
+        if self.points_pub.get_subscription_count() > 0:
+            self.points_pub.publish(point_cloud.build_point_cloud(result.grid, p.ego_frame))
+        t3 = time.perf_counter()
         self._count("grids_out")
         self.stage_ms = {"decode_and_tf": prepared.prepare_ms, **result.timings_ms,
-                         "grid_message": (t1 - t0) * 1e3, "markers": (t2 - t1) * 1e3,
+                         "grid_message": (t1 - t0) * 1e3, "markers": (t2 - t1) * 1e3, "points": (t3 - t2) * 1e3,
                          "set_wait": (time.monotonic() - prepared.received) * 1e3 - prepared.prepare_ms
-                         - sum(result.timings_ms.values()) - (t2 - t0) * 1e3}
+                         - sum(result.timings_ms.values()) - (t3 - t0) * 1e3}
         now_ns = self.get_clock().now().nanoseconds
         self.latency_ms = (now_ns - result.grid.stamp_ns) / 1e6
 

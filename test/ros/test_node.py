@@ -1,4 +1,5 @@
-"""The running node on the real middleware: real nuScenes images and tf in, grids and markers out, faults survived.
+"""The running node on the real middleware: real nuScenes images and tf in, grids, markers and points out, faults
+survived.
 
 One node (seeded random weights, reduced 128x352 input to keep CPU time down) serves the whole module;
 each test advances the camera stamps by 0.5 s (the keyframe cadence), so the tests share one timeline.
@@ -16,7 +17,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy is installed by scripts/setup.sh")
 from rclpy.parameter import Parameter  # noqa: E402
-from sensor_msgs.msg import CompressedImage  # noqa: E402
+from sensor_msgs.msg import CompressedImage, PointCloud2  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
@@ -28,6 +29,7 @@ from gsdocc_ros.pipeline.grid import CLASS_NAMES, FREE_INDEX  # noqa: E402
 from gsdocc_ros.pipeline.runner import OccupancyRunner, RunnerConfig, load_model  # noqa: E402
 from gsdocc_ros.ros.conversions import grid_from_message  # noqa: E402
 from gsdocc_ros.ros.node import OccupancyNode  # noqa: E402
+from gsdocc_ros.ros.point_cloud import read_points  # noqa: E402
 
 from ros_feeder import NodeHarness, SampleFeeder, node_session, spin_until, wait_for_subscribers  # noqa: E402
 
@@ -37,13 +39,15 @@ WAIT_S = 180.0
 
 
 class Harness(NodeHarness):
-    """The shared node harness, plus a MarkerArray listener and the bad-input-then-recover routine."""
+    """The shared node harness, plus MarkerArray and PointCloud2 listeners and the bad-input-then-recover routine."""
 
     def __init__(self, scene_dir: Path, parameters: dict) -> None:
         super().__init__(scene_dir, parameters, wait_s=WAIT_S)
         self.feed_dir = scene_dir
         self.markers: list[MarkerArray] = []
         self.tester.create_subscription(MarkerArray, "/gsdocc/markers", self.markers.append, 10)
+        self.points: list[PointCloud2] = []
+        self.tester.create_subscription(PointCloud2, "/gsdocc/occupied_points", self.points.append, 10)
 
     def expect_counter(self, counter: str, publish) -> None:
         """Publish a bad set, see ``counter`` rise, then see the node recover on a good set."""
@@ -101,6 +105,12 @@ def test_compressed_images_give_the_offline_grid_and_markers(harness: Harness, o
     expected = {CLASS_NAMES[c]: int(n) for c, n in enumerate(counts) if n and c != FREE_INDEX}
     if sum(expected.values()) <= harness.node.params.marker_max_voxels:
         assert drawn == expected
+    assert spin_until(harness.executor, lambda: len(harness.points) > 0, 30.0), "no PointCloud2"
+    points = read_points(harness.points[-1])
+    occupied = np.flatnonzero(grid.labels != FREE_INDEX)
+    assert harness.points[-1].header.stamp == msg.header.stamp and len(points) == len(occupied)
+    np.testing.assert_array_equal(points["label"], grid.labels.ravel()[occupied])
+    np.testing.assert_array_equal(points["confidence"], grid.confidence.ravel()[occupied])
 
 
 def test_raw_images_give_the_same_grid(harness: Harness, offline_labels: np.ndarray) -> None:
