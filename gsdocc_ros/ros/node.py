@@ -28,7 +28,6 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rcl_interfaces.msg import ParameterDescriptor
 from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
@@ -47,6 +46,7 @@ from gsdocc_ros.ros.diagnostics import build_diagnostics
 from gsdocc_ros.ros.markers import build_markers_cdr
 from gsdocc_ros.ros.command_line import command_line_problem
 from gsdocc_ros.ros.params import PARAMETERS, NodeParams, describe, validate
+from gsdocc_ros.ros.qos import camera_qos, output_qos, overridable
 
 
 class SetRejected(Exception):
@@ -112,9 +112,10 @@ class OccupancyNode(Node):
         subscribers = []
         for (camera, image_topic, info_topic), kind in zip(p.topics(), p.image_types):
             msg_type = CompressedImage if kind == "compressed" else Image
-            subscribers.append(sync.Subscriber(self, msg_type, image_topic, qos_profile=qos_profile_sensor_data))
+            subscribers.append(sync.Subscriber(self, msg_type, image_topic, qos_profile=camera_qos(),
+                                               qos_overriding_options=overridable()))
             self.create_subscription(CameraInfo, info_topic, lambda msg, cam=camera: self._on_camera_info(cam, msg),
-                                     qos_profile_sensor_data)
+                                     camera_qos(), qos_overriding_options=overridable())
         self.sync = sync.CameraSetSync(subscribers, queue_size=p.sync_queue_size, slop=p.sync_slop_s)
         self.sync.registerCallback(self._on_set)
         # A backwards jump of the node's clock (sim time from a looping bag, or wall time set back) ends the time
@@ -126,10 +127,10 @@ class OccupancyNode(Node):
                                f"jpeg {image_decode.DEFAULT_JPEG_DECODER}, raw images {image_decode.RAW_BACKEND}, "
                                f"point cloud {point_cloud.BACKEND}")
 
-        reliable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
-        self.grid_pub = self.create_publisher(SemanticVoxelGrid, "~/occupancy", reliable)
-        self.marker_pub = self.create_publisher(MarkerArray, "~/markers", reliable)
-        self.points_pub = self.create_publisher(PointCloud2, "~/occupied_points", reliable)
+        self.grid_pub, self.marker_pub, self.points_pub = (
+            self.create_publisher(msg_type, topic, output_qos(), qos_overriding_options=overridable())
+            for msg_type, topic in ((SemanticVoxelGrid, "~/occupancy"), (MarkerArray, "~/markers"),
+                                    (PointCloud2, "~/occupied_points")))
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.create_timer(p.diagnostics_period_s, self._publish_diagnostics)
