@@ -42,7 +42,7 @@ from gsdocc_ros.model.config import ModelConfig
 from gsdocc_ros.ros import image_decode, point_cloud, sync, tf
 from gsdocc_ros.ros.conversions import (camera_info_to_intrinsics, grid_to_message, stamp_to_ns,
                                         transform_to_matrix)
-from gsdocc_ros.ros.diagnostics import build_diagnostics
+from gsdocc_ros.ros.diagnostics import build_diagnostics, camera_statuses, mark_degraded
 from gsdocc_ros.ros.markers import build_markers_cdr
 from gsdocc_ros.ros.command_line import command_line_problem
 from gsdocc_ros.ros.params import PARAMETERS, NodeParams, describe, validate
@@ -59,9 +59,9 @@ class SetRejected(Exception):
 
 @dataclass
 class _CameraSet:
-    """One synchronised set of image messages, in camera order, with its arrival time."""
+    """One synchronised set of image messages in camera order (None for a stale camera), with its arrival time."""
 
-    images: Sequence[Image | CompressedImage]
+    images: Sequence[Image | CompressedImage | None]
     received: float
 
 
@@ -106,6 +106,7 @@ class OccupancyNode(Node):
             self._prepare, self._infer, self._on_error, on_drop=lambda stage: self._count("sets_dropped_busy"))
         self._last_stamp_ns: int | None = None
         self._reported: dict[str, int] = {}
+        self._reported_stale: frozenset[int] = frozenset()
 
         self.tf_buffer = tf.Buffer(cache_time=tf.DEFAULT_CACHE, node=self)
         self.tf_listener = tf.TfListener(self.tf_buffer, self, on_jump=self._on_tf_jump)
@@ -116,7 +117,8 @@ class OccupancyNode(Node):
                                                qos_overriding_options=overridable()))
             self.create_subscription(CameraInfo, info_topic, lambda msg, cam=camera: self._on_camera_info(cam, msg),
                                      camera_qos(), qos_overriding_options=overridable())
-        self.sync = sync.CameraSetSync(subscribers, queue_size=p.sync_queue_size, slop=p.sync_slop_s)
+        self.sync = sync.CameraSetSync(subscribers, queue_size=p.sync_queue_size, slop=p.sync_slop_s,
+                                       camera_timeout_s=p.camera_timeout_s)
         self.sync.registerCallback(self._on_set)
         # A backwards jump of the node's clock (sim time from a looping bag, or wall time set back) ends the time
         # line: tf from before it, queued images and the temporal cache must all go.
@@ -160,8 +162,9 @@ class OccupancyNode(Node):
     def _on_camera_info(self, camera: str, msg: CameraInfo) -> None:
         self._camera_info[camera] = msg
 
-    def _on_set(self, *images: Image | CompressedImage) -> None:
-        """A complete set from the synchroniser: replaces whatever the prepare thread has not taken yet."""
+    def _on_set(self, *images: Image | CompressedImage | None) -> None:
+        """A set from the synchroniser (None for stale cameras): replaces whatever the prepare thread has not taken
+        yet."""
         self._count("sets_in")
         self.prefetcher.submit(_CameraSet(images=images, received=time.monotonic()))
 
@@ -210,8 +213,9 @@ class OccupancyNode(Node):
     def _prepare(self, camera_set: _CameraSet) -> _PreparedSet | None:
         """Prepare thread: cadence check, ego pose, decoded frames with their extrinsics; None when skipped."""
         p = self.params
-        key = p.cameras.index(p.key_camera)
-        stamps = [stamp_to_ns(msg.header.stamp) for msg in camera_set.images]
+        live = [(camera, msg) for camera, msg in zip(p.cameras, camera_set.images) if msg is not None]
+        key = next((i for i, (camera, _) in enumerate(live) if camera == p.key_camera), 0)  # key stale: first live
+        stamps = [stamp_to_ns(msg.header.stamp) for _, msg in live]
         key_stamp = stamps[key]
         if self._last_stamp_ns is not None and key_stamp < self._last_stamp_ns:
             self._count("time_jumps_back")
@@ -225,10 +229,10 @@ class OccupancyNode(Node):
             return None
         self.get_logger().debug(f"set at {key_stamp / 1e9:.3f} s: decoding, waiting for tf")
         t0 = time.perf_counter()
-        images = [self._decoders.submit(image_decode.decode_image, msg) for msg in camera_set.images]  # in parallel
+        images = [self._decoders.submit(image_decode.decode_image, msg) for _, msg in live]  # in parallel
         ego2global = self._lookup(p.fixed_frame, p.ego_frame, key_stamp)
         frames = [self._frame(camera, msg, image, stamp, key_stamp)
-                  for camera, msg, image, stamp in zip(p.cameras, camera_set.images, images, stamps)]
+                  for (camera, msg), image, stamp in zip(live, images, stamps)]
         return _PreparedSet(frames=frames, ego2global=ego2global, stamp_ns=key_stamp, received=camera_set.received,
                             prepare_ms=(time.perf_counter() - t0) * 1e3)
 
@@ -239,6 +243,10 @@ class OccupancyNode(Node):
         if result is None:  # wants() judged before the previous step committed; step knows better
             self._count("sets_skipped_cadence")
             return
+        if len(prepared.frames) < len(self.params.cameras):
+            self._count("grids_degraded")
+            if result.grid.camera_mask is None:  # a degraded grid always says what no live camera sees
+                result.grid.camera_mask = self.runner.camera_mask(prepared.frames)
         self._publish(result, prepared)
 
     def _frame(self, camera: str, msg: Image | CompressedImage, decoded: Future[np.ndarray], stamp: int,
@@ -332,12 +340,23 @@ class OccupancyNode(Node):
         self.latency_ms = (now_ns - result.grid.stamp_ns) / 1e6
 
     def _publish_diagnostics(self) -> None:
+        """The node's status and one per camera; stale cameras make the node's status a degraded WARN."""
         with self._counter_lock:
             counters = dict(self.counters)
         counters.update({f"sync_{k}": v for k, v in self.sync.counters().items()})
-        self.diag_pub.publish(build_diagnostics(
-            self.get_clock().now().to_msg(), self.get_fully_qualified_name(), self.stage_ms, self.latency_ms,
-            counters, str(self.runner.device), previous=self._reported))
+        name, cameras = self.get_fully_qualified_name(), self.params.cameras
+        array = build_diagnostics(self.get_clock().now().to_msg(), name, self.stage_ms, self.latency_ms, counters,
+                                  str(self.runner.device), previous=self._reported)
+        stale = self.sync.stale()
+        array.status += camera_statuses(name, cameras, stale, [self.sync.lag_s(i) for i in range(len(cameras))],
+                                        self.params.camera_timeout_s)
+        if stale:
+            mark_degraded(array.status[0], [cameras[i] for i in sorted(stale)])
+        if stale != self._reported_stale:  # once per change, never per message
+            self.get_logger().warning(f"cameras stale: {[cameras[i] for i in sorted(stale)] or 'none'} "
+                                      f"(grids use {len(cameras) - len(stale)} of {len(cameras)} cameras)")
+            self._reported_stale = stale
+        self.diag_pub.publish(array)
         self._reported = counters
 
     def stop(self, grace_s: float) -> bool:

@@ -40,6 +40,8 @@ class NodeParams:
     """Approximate-time window of one camera set; nuScenes sets span about 42 ms in an 83 ms period."""
     sync_queue_size: int = 10
     """Messages kept per camera while a set is assembled."""
+    camera_timeout_s: float = 0.25
+    """Seconds of image stamps a camera may fall behind its siblings before sets go on without it (degraded mode); never less than three frame periods."""
     tf_wait_s: float = 0.2
     """How long the worker waits for tf to reach a set's stamps before counting a tf failure."""
     checkpoint: str = ""
@@ -173,7 +175,7 @@ def validate(values: dict[str, Any]) -> NodeParams:
     device = str(merged["device"])
     if not (device in ("cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
         fail("device", "must be cpu, cuda or cuda:N")
-    for name in ("sync_slop_s", "tf_wait_s", "history_step_s", "max_gap_s", "max_jump_m", "marker_lifetime_s",
+    for name in ("sync_slop_s", "camera_timeout_s", "tf_wait_s", "history_step_s", "max_gap_s", "max_jump_m", "marker_lifetime_s",
                  "diagnostics_period_s"):
         value = merged[name]
         if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:

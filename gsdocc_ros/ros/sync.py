@@ -151,8 +151,8 @@ class SyncCounters:
     most messages any one input has lost to overflow, supersession or reset: in such a period every camera
     that delivered loses exactly one image. A lower bound when different cameras fail in different periods."""
     resets: int = 0
-    """Times the rig's time line jumped (a majority of cameras moved back more than ``jump_back_s`` or ahead more
-    than ``camera_timeout_s``, camera_liveness.py) or reset() was called, and the queues were emptied."""
+    """Times the rig's time line jumped (a majority of cameras moved more than ``jump_s`` back or ahead,
+    camera_liveness.py) or reset() was called, and the queues were emptied."""
     callback_errors: int = 0
     """Exceptions raised by a set callback (logged; the synchroniser and the other callbacks go on)."""
     stamp_outliers: int = 0
@@ -183,7 +183,7 @@ class CameraSetSync:
     ``reset()`` empties them on demand. A callback that raises is counted and logged, never passed on.
     """
 
-    def __init__(self, inputs: Sequence[Any], queue_size: int, slop: float, jump_back_s: float = 1.0,
+    def __init__(self, inputs: Sequence[Any], queue_size: int, slop: float, jump_s: float = 1.0,
                  camera_timeout_s: float = math.inf) -> None:
         if len(inputs) < 1:
             raise ValueError("inputs: at least one input filter is needed")
@@ -192,7 +192,7 @@ class CameraSetSync:
         self._callbacks: list[Callable[..., None]] = []
         self._lock = threading.RLock()
         self._counters = SyncCounters()
-        self._liveness = CameraLiveness(len(inputs), camera_timeout_s, jump_back_s)
+        self._liveness = CameraLiveness(len(inputs), camera_timeout_s, jump_s)
         self._queued: list[dict[int, tuple[int, Any]]] = [{} for _ in inputs]  # per input: stamp -> (seq, msg)
         self._off_line: list[tuple[int, Any] | None] = [None] * len(inputs)  # per input: a refused (seq, msg)
         self._seq = 0
@@ -220,7 +220,8 @@ class CameraSetSync:
             return self._stale
 
     def lag_s(self, index: int) -> float | None:
-        """How far (s) input ``index``'s newest stamp is behind the newest of the rig; None before its first."""
+        """How far (s) input ``index``'s newest stamp is behind the rig's time (negative: ahead); None before its
+        first."""
         with self._lock:
             return self._liveness.lag_s(index)
 
