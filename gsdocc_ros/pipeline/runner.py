@@ -29,13 +29,15 @@ from gsdocc_ros.pipeline.acceleration import configure_backend, to_channels_last
 from gsdocc_ros.pipeline.frames import CameraFrame
 from gsdocc_ros.pipeline.geometry import ego_motion, invert_transform
 from gsdocc_ros.pipeline.grid import OCC3D_GEOMETRY, GridGeometry, OccupancyGrid
-from gsdocc_ros.pipeline.preprocess import image_transform, preprocess_images
+from gsdocc_ros.pipeline.preprocess import ImageTransform, image_transform, preprocess_images
+from gsdocc_ros.pipeline.rig_fit import fitted_transform
 from gsdocc_ros.pipeline.staging import Uploader
 from gsdocc_ros.pipeline.torch_preprocess import TorchPreprocessor
 
 LOGGER = logging.getLogger(__name__)
 
 CADENCES = ("keyframe", "every_frame")
+IMAGE_FITS = ("official", "intrinsics")
 PREPROCESSORS = ("auto", "pillow", "torch")
 SPLATS = ("auto", "indices", "scatter")
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -65,6 +67,9 @@ class RunnerConfig:
     """Return the per-voxel probability of the chosen class."""
     camera_mask: bool = False
     """Return the camera-visibility mask of the output voxels."""
+    image_fit: str = "official"
+    """official: the nuScenes resize and bottom crop (exact for nuScenes cameras); intrinsics: per camera, the scale
+    and crop that put the training focal length and principal point on the network input (pipeline.rig_fit)."""
     preprocess: str = "auto"
     """pillow: the exact official preprocessing on the host; torch: the same on the model's device, within one or
     two uint8 levels of Pillow (pipeline.torch_preprocess); auto: torch on CUDA, pillow on CPU."""
@@ -80,6 +85,8 @@ class RunnerConfig:
             raise ValueError(f"cadence: expected one of {CADENCES}, got {self.cadence!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision: expected one of {tuple(PRECISIONS)}, got {self.precision!r}")
+        if self.image_fit not in IMAGE_FITS:
+            raise ValueError(f"image_fit: expected one of {IMAGE_FITS}, got {self.image_fit!r}")
         if self.preprocess not in PREPROCESSORS:
             raise ValueError(f"preprocess: expected one of {PREPROCESSORS}, got {self.preprocess!r}")
         if self.splat not in SPLATS:
@@ -300,11 +307,11 @@ class OccupancyRunner:
 
     def prepare_inputs(self, frames: Sequence[CameraFrame]) -> ModelInputs:
         """Official preprocessing of the frames into a batch of one on the model's device."""
-        images = [f.image for f in frames]
+        images, transforms = [f.image for f in frames], self.transforms(frames)
         if self.preprocessor is None:
-            imgs, post_rots, post_trans = preprocess_images(images, self.model_config.image.input_size)
+            imgs, post_rots, post_trans = preprocess_images(images, self.model_config.image.input_size, transforms)
         else:
-            imgs, post_rots, post_trans = self.preprocessor(images)  # imgs [N,3,H,W] already on the device
+            imgs, post_rots, post_trans = self.preprocessor(images, transforms)  # imgs [N,3,H,W] on the device
         device_imgs = imgs if isinstance(imgs, torch.Tensor) else self._upload("imgs", imgs)  # [N,3,H,W]
         count = len(frames)
         calibration = self._upload("calibration", np.concatenate([  # [N,37] float64: one upload for all of it
@@ -316,6 +323,13 @@ class OccupancyRunner:
         return ModelInputs(imgs=device_imgs[None], rots=cam_to_ego[:, :, :3, :3].contiguous(),
                            trans=cam_to_ego[:, :, :3, 3].contiguous(), intrins=intrins.view(1, count, 3, 3),
                            post_rots=post_rots_t.view(1, count, 3, 3), post_trans=post_trans_t, bda=self._bda)
+
+    def transforms(self, frames: Sequence[CameraFrame]) -> list[ImageTransform]:
+        """Each frame's resize and crop to the network input, by ``config.image_fit``."""
+        input_hw = self.model_config.image.input_size
+        if self.config.image_fit == "intrinsics":
+            return [fitted_transform(f.image.shape[:2], f.intrinsics, input_hw) for f in frames]
+        return [image_transform(f.image.shape[:2], input_hw) for f in frames]
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         """Autocast context for fp16/bf16; a no-op for fp32."""
@@ -342,12 +356,11 @@ class OccupancyRunner:
         d_min, d_max = self.model_config.grid.depth[:2]
         in_h, in_w = self.model_config.image.input_size
         seen = np.zeros(len(index), dtype=bool)
-        for frame in frames:
+        for frame, transform in zip(frames, self.transforms(frames)):
             cam = (invert_transform(frame.cam_to_ego) @ centres.T)[:3]  # [3,M] camera frame
             depth = cam[2]
             front = (depth >= d_min) & (depth < d_max)
             pix = frame.intrinsics @ cam[:, front]  # [3,m]
-            transform = image_transform(frame.image.shape[:2], (in_h, in_w))
             u = pix[0] / pix[2] * transform.scale + transform.post_tran[0]
             v = pix[1] / pix[2] * transform.scale + transform.post_tran[1]
             inside = (u >= 0) & (u < in_w) & (v >= 0) & (v < in_h)
