@@ -141,3 +141,11 @@ def test_launch_file_compiles_and_offers_the_user_arguments() -> None:
         assert f'DeclareLaunchArgument("{argument}"' in source, argument
     assert 'executable="gsdocc_node"' in source and "gsdocc.rviz" in source
     assert (REPO / "config" / "gsdocc.rviz").is_file()
+
+
+def test_generic_rig_launch_file_uses_the_rig_params_file() -> None:
+    """The generic-rig example starts gsdocc.launch.py with config/generic_rig.yaml (the node test runs that file)."""
+    source = (REPO / "launch" / "generic_rig.launch.py").read_text()
+    compile(source, "generic_rig.launch.py", "exec")
+    assert '"gsdocc.launch.py"' in source and '"generic_rig.yaml"' in source and '"config":' in source
+    assert (REPO / "config" / "generic_rig.yaml").is_file()

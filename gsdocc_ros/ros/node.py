@@ -35,7 +35,7 @@ from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
 from gsdocc_ros.msg import SemanticVoxelGrid
-from gsdocc_ros.pipeline.frames import CameraFrame
+from gsdocc_ros.pipeline.frames import CAMERA_NAMES, CameraFrame
 from gsdocc_ros.pipeline.prefetch import Prefetcher
 from gsdocc_ros.pipeline.runner import OccupancyRunner, StepResult, load_model
 from gsdocc_ros.model.config import ModelConfig
@@ -92,6 +92,10 @@ class OccupancyNode(Node):
             self.get_logger().error("*** RUNNING ON RANDOM WEIGHTS: the occupancy output is meaningless "
                                     "(allow_random_weights is set; give 'checkpoint' for real output) ***")
         self.get_logger().info(f"model: {source} on {self.runner.device} ({p.precision}, cadence {p.cadence})")
+        if len(p.cameras) != len(CAMERA_NAMES):
+            self.get_logger().warning(f"{len(p.cameras)} cameras {list(p.cameras)}: the network was trained on the six "
+                                      "nuScenes views only; expect lower accuracy, most where this rig's views "
+                                      f"differ from them (image_fit {p.image_fit})")
 
         self.counters: Counter[str] = Counter()
         self.stage_ms: dict[str, float] = {}
@@ -321,7 +325,9 @@ class OccupancyNode(Node):
             self._count("cache_resets")
             self.get_logger().info(f"temporal cache reset: {result.reset_reason}")
         t0 = time.perf_counter()
-        self.grid_pub.publish(grid_to_message(result.grid, p.ego_frame, self.runner.source))
+        missing = [camera for camera in p.cameras if camera not in {f.name for f in prepared.frames}]
+        source = self.runner.source + (f"; degraded, without {', '.join(missing)}" if missing else "")
+        self.grid_pub.publish(grid_to_message(result.grid, p.ego_frame, source))
         t1 = time.perf_counter()
         if self.marker_pub.get_subscription_count() > 0:
             self.marker_pub.publish(build_markers_cdr(

@@ -15,7 +15,7 @@ from rclpy.validate_topic_name import validate_topic_name
 
 from gsdocc_ros.pipeline.frames import CAMERA_NAMES, KEY_CAMERA
 from gsdocc_ros.pipeline.grid import CLASS_NAMES
-from gsdocc_ros.pipeline.runner import CADENCES, PRECISIONS, RunnerConfig
+from gsdocc_ros.pipeline.runner import CADENCES, IMAGE_FITS, PRECISIONS, RunnerConfig
 
 
 @dataclass(frozen=True)
@@ -23,13 +23,13 @@ class NodeParams:
     """Validated parameters of the occupancy node (names are the ROS parameter names)."""
 
     cameras: tuple[str, ...] = CAMERA_NAMES
-    """Camera names in the model's order; each names its topics and is the image frame_id by default."""
+    """Camera names in the model's order (any number; the network was trained on the six nuScenes views); each names its topics and is the image frame_id by default."""
     image_topic_format: str = "/{camera}/image_rect_compressed"
     """Image topic of each camera; {camera} is replaced by the camera name."""
     camera_info_topic_format: str = "/{camera}/camera_info"
     """CameraInfo topic of each camera; {camera} is replaced by the camera name."""
     image_types: tuple[str, ...] = ("compressed",) * 6
-    """Per camera: compressed (sensor_msgs/CompressedImage, jpeg/png) or raw (sensor_msgs/Image in any encoding listed under Inputs)."""
+    """Per camera (or one entry for all): compressed (sensor_msgs/CompressedImage, jpeg/png) or raw (sensor_msgs/Image in any encoding listed under Inputs)."""
     key_camera: str = KEY_CAMERA
     """Camera whose stamp and ego pose define the output's stamp and frame."""
     ego_frame: str = "base_link"
@@ -58,6 +58,8 @@ class NodeParams:
     """Network input height per camera (256 or 512 for the official configs)."""
     input_width: int = 704
     """Network input width per camera (704 or 1408 for the official configs)."""
+    image_fit: str = "official"
+    """official: the nuScenes resize and bottom crop; intrinsics: per camera, the scale and crop that put the training focal length and principal point on the network input (for rigs that are not nuScenes)."""
     cadence: str = "keyframe"
     """keyframe: infer on sets 0.5 s apart (training cadence); every_frame: infer on every set, push history at 0.5 s."""
     history_step_s: float = 0.5
@@ -85,7 +87,7 @@ class NodeParams:
 
     def runner_config(self) -> RunnerConfig:
         """The inference settings of these parameters."""
-        return RunnerConfig(device=self.device, precision=self.precision, cadence=self.cadence,
+        return RunnerConfig(device=self.device, precision=self.precision, cadence=self.cadence, image_fit=self.image_fit,
                             history_step_s=self.history_step_s, cadence_tolerance_s=self.cadence_tolerance_s,
                             max_gap_s=self.max_gap_s, max_jump_m=self.max_jump_m,
                             confidence=self.publish_confidence,
@@ -143,12 +145,14 @@ def validate(values: dict[str, Any]) -> NodeParams:
         raise ValueError(f"parameter '{name}': {why} (got {merged[name]!r})")
 
     cams = merged["cameras"]
-    if len(cams) != len(CAMERA_NAMES):
-        fail("cameras", f"the model takes exactly {len(CAMERA_NAMES)} cameras")
+    if not cams:
+        fail("cameras", "at least one camera is needed")
     if len(set(cams)) != len(cams) or not all(isinstance(c, str) and c for c in cams):
         fail("cameras", "names must be distinct, non-empty strings")
+    if len(merged["image_types"]) == 1:
+        merged["image_types"] = merged["image_types"] * len(cams)
     if len(merged["image_types"]) != len(cams):
-        fail("image_types", f"needs one entry per camera ({len(cams)})")
+        fail("image_types", f"needs one entry per camera ({len(cams)}) or one for all")
     if any(t not in ("compressed", "raw") for t in merged["image_types"]):
         fail("image_types", "each entry must be 'compressed' or 'raw'")
     if merged["key_camera"] not in cams:
@@ -170,6 +174,8 @@ def validate(values: dict[str, Any]) -> NodeParams:
             fail(name, "must be a non-empty frame id without a leading '/'")
     if merged["precision"] not in PRECISIONS:
         fail("precision", f"must be one of {tuple(PRECISIONS)}")
+    if merged["image_fit"] not in IMAGE_FITS:
+        fail("image_fit", f"must be one of {IMAGE_FITS}")
     if merged["cadence"] not in CADENCES:
         fail("cadence", f"must be one of {CADENCES}")
     device = str(merged["device"])

@@ -18,6 +18,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy", reason="rclpy is installed by scripts/setup.sh")
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import CompressedImage, PointCloud2  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
@@ -27,7 +28,7 @@ from gsdocc_ros.pipeline.frames import CAMERA_NAMES  # noqa: E402
 from gsdocc_ros.pipeline.geometry import ego_motion  # noqa: E402
 from gsdocc_ros.pipeline.grid import CLASS_NAMES, FREE_INDEX  # noqa: E402
 from gsdocc_ros.pipeline.runner import OccupancyRunner, RunnerConfig, load_model  # noqa: E402
-from gsdocc_ros.ros.conversions import grid_from_message  # noqa: E402
+from gsdocc_ros.ros.conversions import grid_from_message, ns_to_stamp  # noqa: E402
 from gsdocc_ros.ros.node import OccupancyNode  # noqa: E402
 from gsdocc_ros.ros.point_cloud import read_points  # noqa: E402
 
@@ -185,6 +186,32 @@ def test_missing_camera_is_counted_and_the_next_set_goes_through(harness: Harnes
     harness.feed.publish_set(harness.next_offset(), cameras=CAMERA_NAMES[:-1])
     harness.publish_and_wait_grid()
     assert spin_until(harness.executor, lambda: harness.node.sync.counters()["incomplete_sets"] >= 1, 10.0)
+
+
+def test_a_camera_killed_mid_stream_gives_degraded_grids_then_full_ones(harness: Harness) -> None:
+    """CAM_BACK stops: sets stop for the timeout (three 0.5 s periods here), then grids go on without it, its
+    sector unseen in the camera mask and /diagnostics saying so; it comes back and the next grid uses it again."""
+    node, others = harness.node, [c for c in CAMERA_NAMES if c != "CAM_BACK"]
+    full = grid_from_message(harness.publish_and_wait_grid())
+    sets_out, degraded, start = node.sync.counters()["sets_out"], node.counters["grids_degraded"], \
+        len(harness.diagnostics)
+    stamps = [harness.feed.publish_set(harness.next_offset(), cameras=others) for _ in range(3)]
+    assert not spin_until(harness.executor, lambda: node.sync.counters()["sets_out"] > sets_out, 2.0)
+    stamps.append(harness.feed.publish_set(harness.next_offset(), cameras=others))  # 2 s > 1.5 s after its last
+    assert spin_until(harness.executor, lambda: node.sync.counters()["degraded_sets"] > 0, 10.0)
+    assert harness.spin_until(lambda: any(g.header.stamp == ns_to_stamp(stamps[-1]) for g in harness.grids))
+    assert node.counters["grids_degraded"] > degraded and node.sync.stale() == {CAMERA_NAMES.index("CAM_BACK")}
+    blind = grid_from_message(harness.grids[-1])
+    assert harness.grids[-1].source.endswith("; degraded, without CAM_BACK")
+    behind = (50, 100, 5)  # (-20, 0, 1) m: 20 m behind the car, only CAM_BACK sees it
+    assert full.camera_mask[behind] and not blind.camera_mask[behind]
+    assert (blind.camera_mask <= full.camera_mask).all() and blind.camera_mask.sum() < 0.9 * full.camera_mask.sum()
+    stale = [s for a in harness.diagnostics[start:] for s in a.status if s.name.endswith("/CAM_BACK")]
+    assert stale and stale[-1].level == DiagnosticStatus.WARN and "stale" in stale[-1].message
+    status = harness.wait_diagnostics(lambda v: v.get("stale_cameras") == "CAM_BACK", start)
+    assert status.level == DiagnosticStatus.WARN and status.message.startswith("degraded: grids computed without")
+    back = grid_from_message(harness.publish_and_wait_grid())  # CAM_BACK publishes again
+    assert node.sync.stale() == frozenset() and back.camera_mask[behind] and "degraded" not in harness.grids[-1].source
 
 
 def test_corrupt_jpeg(harness: Harness) -> None:
