@@ -235,8 +235,20 @@ class OccupancyNode(Node):
         t0 = time.perf_counter()
         images = [self._decoders.submit(image_decode.decode_image, msg) for _, msg in live]  # in parallel
         ego2global = self._lookup(p.fixed_frame, p.ego_frame, key_stamp)
-        frames = [self._frame(camera, msg, image, stamp, key_stamp)
-                  for (camera, msg), image, stamp in zip(live, images, stamps)]
+        frames, undecodable = [], []
+        for (camera, msg), image, stamp in zip(live, images, stamps):
+            try:
+                frames.append(self._frame(camera, msg, image, stamp, key_stamp))
+            except SetRejected as error:  # a camera whose image cannot be read is left out, as a stale one is
+                if error.counter != "decode_errors":
+                    raise
+                undecodable.append(str(error))
+        if undecodable:
+            self._count("decode_errors")
+            if not frames:
+                raise SetRejected("decode_errors", "; ".join(undecodable))
+            self.get_logger().warning(f"camera set goes on without: {'; '.join(undecodable)}",
+                                      throttle_duration_sec=5.0)
         return _PreparedSet(frames=frames, ego2global=ego2global, stamp_ns=key_stamp, received=camera_set.received,
                             prepare_ms=(time.perf_counter() - t0) * 1e3)
 

@@ -214,17 +214,21 @@ def test_a_camera_killed_mid_stream_gives_degraded_grids_then_full_ones(harness:
     assert node.sync.stale() == frozenset() and back.camera_mask[behind] and "degraded" not in harness.grids[-1].source
 
 
-def test_corrupt_jpeg(harness: Harness) -> None:
+def test_corrupt_jpeg_leaves_its_camera_out_of_the_set(harness: Harness) -> None:
     def corrupt(name: str, stamp: int) -> CompressedImage:
         msg = harness.feed.image(name, stamp)
         if name == "CAM_BACK":
             msg.data = bytes(msg.data[: len(msg.data) // 3])
         return msg
 
-    harness.expect_counter("decode_errors", lambda offset: harness.feed.publish_set(offset, image=corrupt))
+    errors = harness.node.counters["decode_errors"]
+    msg = harness.publish_and_wait_grid(image=corrupt)  # the others go on: a degraded grid, not a refused set
+    assert harness.node.counters["decode_errors"] == errors + 1
+    assert msg.source.endswith("; degraded, without CAM_BACK")
+    harness.publish_and_wait_grid()
 
 
-def test_unsupported_encoding(harness: Harness) -> None:
+def test_unsupported_encoding_on_every_camera_refuses_the_set(harness: Harness) -> None:
     def png_named_webp(name: str, stamp: int) -> CompressedImage:
         msg = harness.feed.image(name, stamp)
         msg.format = "webp"
