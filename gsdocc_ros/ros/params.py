@@ -23,13 +23,13 @@ class NodeParams:
     """Validated parameters of the occupancy node (names are the ROS parameter names)."""
 
     cameras: tuple[str, ...] = CAMERA_NAMES
-    """Camera names in the model's order (any number; the network was trained on the six nuScenes views); each names its topics and is the image frame_id by default."""
+    """Camera names in model order (any count; trained on the six nuScenes views); name topics and default frame_id."""
     image_topic_format: str = "/{camera}/image_rect_compressed"
     """Image topic of each camera; {camera} is replaced by the camera name."""
     camera_info_topic_format: str = "/{camera}/camera_info"
     """CameraInfo topic of each camera; {camera} is replaced by the camera name."""
     image_types: tuple[str, ...] = ("compressed",) * 6
-    """Per camera (or one entry for all): compressed (sensor_msgs/CompressedImage, jpeg/png) or raw (sensor_msgs/Image in any encoding listed under Inputs)."""
+    """Per camera, or one for all: compressed (CompressedImage, jpeg/png) or raw (Image, encodings under Inputs)."""
     key_camera: str = KEY_CAMERA
     """Camera whose stamp and ego pose define the output's stamp and frame."""
     ego_frame: str = "base_link"
@@ -41,7 +41,7 @@ class NodeParams:
     sync_queue_size: int = 10
     """Messages kept per camera while a set is assembled."""
     camera_timeout_s: float = 0.25
-    """Seconds of image stamps a camera may fall behind its siblings before sets go on without it (degraded mode); never less than three frame periods."""
+    """Stamp lag (s) after which sets go on without a camera (degraded); at least three of its frame periods."""
     tf_wait_s: float = 0.2
     """How long the worker waits for tf to reach a set's stamps before counting a tf failure."""
     checkpoint: str = ""
@@ -59,7 +59,7 @@ class NodeParams:
     input_width: int = 704
     """Network input width per camera (704 or 1408 for the official configs)."""
     image_fit: str = "official"
-    """official: the nuScenes resize and bottom crop; intrinsics: per camera, the scale and crop that put the training focal length and principal point on the network input (for rigs that are not nuScenes)."""
+    """official: nuScenes resize and bottom crop; intrinsics: per-camera scale/crop to the training focal and centre."""
     cadence: str = "keyframe"
     """keyframe: infer on sets 0.5 s apart (training cadence); every_frame: infer on every set, push history at 0.5 s."""
     history_step_s: float = 0.5
@@ -87,9 +87,9 @@ class NodeParams:
 
     def runner_config(self) -> RunnerConfig:
         """The inference settings of these parameters."""
-        return RunnerConfig(device=self.device, precision=self.precision, cadence=self.cadence, image_fit=self.image_fit,
-                            history_step_s=self.history_step_s, cadence_tolerance_s=self.cadence_tolerance_s,
-                            max_gap_s=self.max_gap_s, max_jump_m=self.max_jump_m,
+        return RunnerConfig(device=self.device, precision=self.precision, cadence=self.cadence,
+                            image_fit=self.image_fit, history_step_s=self.history_step_s,
+                            cadence_tolerance_s=self.cadence_tolerance_s, max_gap_s=self.max_gap_s, max_jump_m=self.max_jump_m,
                             confidence=self.publish_confidence,
                             camera_mask=self.publish_camera_mask or self.marker_camera_visible_only)
 
@@ -181,8 +181,8 @@ def validate(values: dict[str, Any]) -> NodeParams:
     device = str(merged["device"])
     if not (device in ("cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
         fail("device", "must be cpu, cuda or cuda:N")
-    for name in ("sync_slop_s", "camera_timeout_s", "tf_wait_s", "history_step_s", "max_gap_s", "max_jump_m", "marker_lifetime_s",
-                 "diagnostics_period_s"):
+    for name in ("sync_slop_s", "camera_timeout_s", "tf_wait_s", "history_step_s", "max_gap_s", "max_jump_m",
+                 "marker_lifetime_s", "diagnostics_period_s"):
         value = merged[name]
         if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             fail(name, "must be a positive finite number")
