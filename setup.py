@@ -13,7 +13,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["gsdocc_ros", "gsdocc_ros.*"]),
-    install_requires=["numpy", "torch", "pillow", "pyyaml", "tqdm", "matplotlib"],
+    install_requires=["numpy", "torch", "pillow", "pyyaml", "tqdm", "matplotlib", "opencv-python-headless"],
     extras_require={"tools": ["rosbags", "nuscenes-devkit", "simplejpeg"]},
     entry_points={"console_scripts": ["gsdocc = gsdocc_ros.tools.cli:main"]},
 )

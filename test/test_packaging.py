@@ -30,7 +30,7 @@ def test_setup_py_builds_a_wheel_with_the_gsdocc_command(tmp_path: Path) -> None
 PYTHON_KEYS = {
     "numpy": "python3-numpy", "PIL": "python3-pil", "torch": "python3-torch", "tqdm": "python3-tqdm",
     "matplotlib": "python3-matplotlib", "yaml": "python3-yaml", "pytest": "python3-pytest",
-    "hypothesis": "python3-hypothesis",
+    "hypothesis": "python3-hypothesis", "cv2": "python3-opencv",
     # No Debian/Ubuntu package: these keys make rosdep install them with pip.
     "simplejpeg": "python3-simplejpeg-pip", "rosbags": "python3-rosbags-pip", "nuscenes": "python3-nuscenes-devkit-pip",
 }
@@ -44,7 +44,7 @@ NOT_IMPORTED = {"python3-pytest-timeout": "pytest.ini"}
 """Keys no import shows, with the file that needs each (pytest.ini's `timeout` is a pytest-timeout option)."""
 
 DYNAMIC_IMPORTERS = {"genuine", "import_module", "importorskip"}
-"""Calls that import the module their first argument names: ros/backends.py's seam to tf2_ros/message_filters,
+"""Calls that import the module their first argument names: ros/backends.py's seam to tf2_ros/message_filters/cv_bridge,
 importlib, pytest."""
 
 TAG_USES = {"buildtool_depend": {"build"}, "build_depend": {"build"}, "depend": {"build", "run"},
@@ -141,3 +141,11 @@ def test_launch_file_compiles_and_offers_the_user_arguments() -> None:
         assert f'DeclareLaunchArgument("{argument}"' in source, argument
     assert 'executable="gsdocc_node"' in source and "gsdocc.rviz" in source
     assert (REPO / "config" / "gsdocc.rviz").is_file()
+
+
+def test_generic_rig_launch_file_uses_the_rig_params_file() -> None:
+    """The generic-rig example starts gsdocc.launch.py with config/generic_rig.yaml (the node test runs that file)."""
+    source = (REPO / "launch" / "generic_rig.launch.py").read_text()
+    compile(source, "generic_rig.launch.py", "exec")
+    assert '"gsdocc.launch.py"' in source and '"generic_rig.yaml"' in source and '"config":' in source
+    assert (REPO / "config" / "generic_rig.yaml").is_file()

@@ -110,9 +110,10 @@ def normalise_bgr_reference(image: np.ndarray) -> np.ndarray:
     return out.astype(np.float32).transpose(2, 0, 1)  # (3, H, W)
 
 
-def preprocess_images(images: Sequence[np.ndarray], input_hw: Sequence[int]
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Official preprocessing of N RGB uint8 images (sizes may differ per camera) to the network input.
+def preprocess_images(images: Sequence[np.ndarray], input_hw: Sequence[int],
+                      transforms: Sequence[ImageTransform] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Official preprocessing of N RGB uint8 images (sizes may differ per camera) to the network input; each
+    image's resize and crop is ``transforms[i]`` when given (pipeline.rig_fit), else the official one.
 
     Returns imgs float32 (N, 3, H, W) BGR-normalised, post_rots float32 (N, 3, 3), post_trans float32 (N, 3).
     """
@@ -124,7 +125,7 @@ def preprocess_images(images: Sequence[np.ndarray], input_hw: Sequence[int]
     post_trans = np.empty((len(images), 3), dtype=np.float32)  # (N, 3)
     for i, image in enumerate(images):
         check_image(image, f"images[{i}]")
-        transform = image_transform(image.shape[:2], (in_h, in_w))
+        transform = transforms[i] if transforms is not None else image_transform(image.shape[:2], (in_h, in_w))
         imgs[i] = normalise_bgr(resize_and_crop(image, transform))
         post_rots[i] = transform.post_rot
         post_trans[i] = transform.post_tran

@@ -31,7 +31,8 @@ from gsdocc_ros.pipeline.choices import PRECISION_NAMES
 from gsdocc_ros.pipeline.frames import CameraFrame
 from gsdocc_ros.pipeline.geometry import ego_motion, invert_transform
 from gsdocc_ros.pipeline.grid import OccupancyGrid
-from gsdocc_ros.pipeline.preprocess import image_transform, preprocess_images
+from gsdocc_ros.pipeline.preprocess import ImageTransform, image_transform, preprocess_images
+from gsdocc_ros.pipeline.rig_fit import fitted_transform
 from gsdocc_ros.pipeline.runner_config import RunnerConfig
 from gsdocc_ros.pipeline.staging import Uploader
 from gsdocc_ros.pipeline.torch_preprocess import TorchPreprocessor
@@ -252,11 +253,11 @@ class OccupancyRunner:
 
     def prepare_inputs(self, frames: Sequence[CameraFrame]) -> ModelInputs:
         """Official preprocessing of the frames into a batch of one on the model's device."""
-        images = [f.image for f in frames]
+        images, transforms = [f.image for f in frames], self.transforms(frames)
         if self.preprocessor is None:
-            imgs, post_rots, post_trans = preprocess_images(images, self.model_config.image.input_size)
+            imgs, post_rots, post_trans = preprocess_images(images, self.model_config.image.input_size, transforms)
         else:
-            imgs, post_rots, post_trans = self.preprocessor(images)  # imgs [N,3,H,W] already on the device
+            imgs, post_rots, post_trans = self.preprocessor(images, transforms)  # imgs [N,3,H,W] on the device
         device_imgs = imgs if isinstance(imgs, torch.Tensor) else self._upload("imgs", imgs)  # [N,3,H,W]
         count = len(frames)
         calibration = self._upload("calibration", np.concatenate([  # [N,37] float64: one upload for all of it
@@ -268,6 +269,13 @@ class OccupancyRunner:
         return ModelInputs(imgs=device_imgs[None], rots=cam_to_ego[:, :, :3, :3].contiguous(),
                            trans=cam_to_ego[:, :, :3, 3].contiguous(), intrins=intrins.view(1, count, 3, 3),
                            post_rots=post_rots_t.view(1, count, 3, 3), post_trans=post_trans_t, bda=self._bda)
+
+    def transforms(self, frames: Sequence[CameraFrame]) -> list[ImageTransform]:
+        """Each frame's resize and crop to the network input, by ``config.image_fit``."""
+        input_hw = self.model_config.image.input_size
+        if self.config.image_fit == "intrinsics":
+            return [fitted_transform(f.image.shape[:2], f.intrinsics, input_hw) for f in frames]
+        return [image_transform(f.image.shape[:2], input_hw) for f in frames]
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         """Autocast context for fp16/bf16; a no-op for fp32."""
@@ -294,12 +302,11 @@ class OccupancyRunner:
         d_min, d_max = self.model_config.grid.depth[:2]
         in_h, in_w = self.model_config.image.input_size
         seen = np.zeros(len(index), dtype=bool)
-        for frame in frames:
+        for frame, transform in zip(frames, self.transforms(frames)):
             cam = (invert_transform(frame.cam_to_ego) @ centres.T)[:3]  # [3,M] camera frame
             depth = cam[2]
             front = (depth >= d_min) & (depth < d_max)
             pix = frame.intrinsics @ cam[:, front]  # [3,m]
-            transform = image_transform(frame.image.shape[:2], (in_h, in_w))
             u = pix[0] / pix[2] * transform.scale + transform.post_tran[0]
             v = pix[1] / pix[2] * transform.scale + transform.post_tran[1]
             inside = (u >= 0) & (u < in_w) & (v >= 0) & (v < in_h)

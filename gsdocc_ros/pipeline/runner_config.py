@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gsdocc_ros.pipeline.choices import CADENCES, PRECISION_NAMES, PREPROCESSORS, SPLATS
+from gsdocc_ros.pipeline.choices import CADENCES, IMAGE_FITS, PRECISION_NAMES, PREPROCESSORS, SPLATS
 from gsdocc_ros.pipeline.settings import SettingError, check_settings, setting
 
 DEVICE_PATTERN = r"cpu|cuda(:\d+)?"
@@ -37,6 +37,10 @@ class RunnerConfig:
                                 "history steps.", positive=True)
     confidence: bool = setting(True, "Return the per-voxel probability of the chosen class.")
     camera_mask: bool = setting(False, "Return the camera-visibility mask of the output voxels.")
+    image_fit: str = setting("official", "official: nuScenes resize and bottom crop; intrinsics: per-camera scale/crop "
+                             "to the training focal and centre.", choices=IMAGE_FITS)
+    """official: the nuScenes resize and bottom crop (exact for nuScenes cameras); intrinsics: per camera, the scale
+    and crop that put the training focal length and principal point on the network input (pipeline.rig_fit)."""
     preprocess: str = setting("auto", "pillow: the exact official preprocessing on the host; torch: the same on "
                               "the model's device, within one or two uint8 levels of Pillow; auto: torch on CUDA, "
                               "pillow on CPU.", choices=PREPROCESSORS)

@@ -68,22 +68,24 @@ class TorchPreprocessor:
         self._upload = Uploader(self.device)
         self._out: Tensor | None = None
 
-    def __call__(self, images: Sequence[np.ndarray]) -> tuple[Tensor, np.ndarray, np.ndarray]:
+    def __call__(self, images: Sequence[np.ndarray], transforms: Sequence[ImageTransform] | None = None
+                 ) -> tuple[Tensor, np.ndarray, np.ndarray]:
         """N HxWx3 uint8 RGB images -> (imgs float32 [N,3,H,W] BGR-normalised on the device, post_rots float32
-        (N, 3, 3), post_trans float32 (N, 3)); the returned tensor is reused by the next call."""
+        (N, 3, 3), post_trans float32 (N, 3)); ``transforms`` as in preprocess_images. The returned tensor is
+        reused by the next call."""
         in_h, in_w = self.input_hw
         if len(images) == 0:
             raise ValueError("images: expected at least one camera image, got none")
-        groups: dict[tuple[int, int], list[int]] = {}
+        groups: dict[tuple[tuple[int, int], ImageTransform], list[int]] = {}
         for i, image in enumerate(images):
             check_image(image, f"images[{i}]")
-            groups.setdefault(image.shape[:2], []).append(i)
+            transform = transforms[i] if transforms is not None else image_transform(image.shape[:2], (in_h, in_w))
+            groups.setdefault((image.shape[:2], transform), []).append(i)
         if self._out is None or self._out.shape[0] != len(images):
             self._out = torch.empty(len(images), 3, in_h, in_w, dtype=torch.float32, device=self.device)
         post_rots = np.empty((len(images), 3, 3), dtype=np.float32)  # (N, 3, 3)
         post_trans = np.empty((len(images), 3), dtype=np.float32)  # (N, 3)
-        for (src_h, src_w), members in groups.items():
-            transform = image_transform((src_h, src_w), (in_h, in_w))
+        for ((src_h, src_w), transform), members in groups.items():
             staging = self._upload.buffer((src_h, src_w), (len(members), src_h, src_w, 3), torch.uint8)
             host = staging.writable()  # (n, H, W, 3)
             for slot, i in enumerate(members):

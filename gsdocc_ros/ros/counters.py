@@ -22,6 +22,8 @@ class NodeCounter(StrEnum):
     """Sets still in the network when the node stopped: not published."""
     GRIDS_OUT = "grids_out"
     """Grids published."""
+    GRIDS_DEGRADED = "grids_degraded"
+    """Grids computed without some camera (stale, or its image unreadable)."""
     DECODE_ERRORS = "decode_errors"
     TF_FAILURES = "tf_failures"
     TF_INVALID = "tf_invalid"
@@ -46,6 +48,9 @@ class NodeCounter(StrEnum):
     SYNC_INCOMPLETE_SETS = "sync_incomplete_sets"
     SYNC_RESETS = "sync_resets"
     SYNC_CALLBACK_ERRORS = "sync_callback_errors"
+    SYNC_STAMP_OUTLIERS = "sync_stamp_outliers"
+    SYNC_CAMERA_TIMEOUTS = "sync_camera_timeouts"
+    SYNC_DEGRADED_SETS = "sync_degraded_sets"
 
 
 REJECTIONS = (NodeCounter.DECODE_ERRORS, NodeCounter.TF_FAILURES, NodeCounter.TF_INVALID,

@@ -4,8 +4,9 @@ Level rules, judged on what changed since the previous report (``previous`` coun
 
 * ERROR: ``errors`` rose (an unexpected exception in the worker), or camera sets were rejected
   (decode, tf, CameraInfo or size problems) and not one grid was published.
-* WARN: any rejection or sync miss (``sync_incomplete_sets``); no camera message at all; or the latency
-  from the key image stamp to publication above ``latency_warn_ms``.
+* WARN: any rejection or sync miss (``sync_incomplete_sets``), a stamp far from its siblings', a camera going
+  stale; no camera message at all; the latency from the key image stamp to publication above ``latency_warn_ms``;
+  or a stale camera now (degraded: ``mark_degraded``, with one status per camera from ``camera_statuses``).
 * OK otherwise. The message lists every reason found, most severe first.
 
 Counter names are the node's (see DiagnosticRules); unknown counters are reported but do not affect the level.
@@ -14,7 +15,7 @@ Counter names are the node's (see DiagnosticRules); unknown counters are reporte
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from builtin_interfaces.msg import Time as TimeMsg
@@ -31,7 +32,8 @@ class DiagnosticRules:
     """Any rise is an ERROR."""
     reject_counters: tuple[str, ...] = REJECTIONS
     """Camera sets refused by the worker: a rise is a WARN, an ERROR when no grid came out at all."""
-    warn_counters: tuple[str, ...] = (NodeCounter.SYNC_INCOMPLETE_SETS,)
+    warn_counters: tuple[str, ...] = (NodeCounter.SYNC_INCOMPLETE_SETS, NodeCounter.SYNC_STAMP_OUTLIERS,
+                                      NodeCounter.SYNC_CAMERA_TIMEOUTS)
     """Other problems whose rise is a WARN."""
     input_counter: str = NodeCounter.SYNC_MESSAGES_IN
     """Camera messages received; no rise is a WARN (no input)."""
@@ -83,3 +85,28 @@ def build_diagnostics(stamp: TimeMsg, name: str, stage_ms: Mapping[str, float], 
     array = DiagnosticArray(status=[status])
     array.header.stamp = stamp
     return array
+
+
+def camera_statuses(node_name: str, cameras: Sequence[str], stale: Collection[int],
+                    lags_s: Sequence[float | None], timeout_s: float) -> list[DiagnosticStatus]:
+    """One status per camera, named ``<node>/<camera>``: OK while live, WARN while stale (left out of the sets),
+    with how far its newest image stamp is behind the rig's."""
+    statuses = []
+    for index, (camera, lag) in enumerate(zip(cameras, lags_s)):
+        lag_text = "no image yet" if lag is None else f"{lag:.3f}"
+        if index in stale:
+            level, message = DiagnosticStatus.WARN, (f"stale: no image within {timeout_s:g} s of the other cameras' "
+                                                     "stamps; camera sets go on without it")
+        else:
+            level, message = DiagnosticStatus.OK, "live"
+        statuses.append(DiagnosticStatus(level=level, name=f"{node_name}/{camera}", message=message,
+                                         hardware_id=camera, values=[KeyValue(key="lag_s", value=lag_text)]))
+    return statuses
+
+
+def mark_degraded(status: DiagnosticStatus, stale_cameras: Sequence[str]) -> None:
+    """Raise the node's ``status`` to at least WARN and say which cameras its grids are computed without."""
+    status.level = max(status.level, DiagnosticStatus.WARN, key=ord)
+    reason = f"degraded: grids computed without {', '.join(stale_cameras)} (stale)"
+    status.message = reason if status.message == "running" else f"{reason}; {status.message}"
+    status.values.append(KeyValue(key="stale_cameras", value=",".join(stale_cameras)))

@@ -1,19 +1,26 @@
-"""Image messages to RGB pixels: raw sensor_msgs/Image (rgb8, bgr8, mono8) and JPEG/PNG CompressedImage.
+"""Image messages to RGB pixels: raw sensor_msgs/Image in the encodings camera drivers publish, JPEG/PNG.
 
-Not a fallback: cv_bridge is not used, since for these encodings a numpy view of ``msg.data`` is what it does
-too, and an importable ``cv_bridge`` may be the ROS 1 PyPI package that mis-decodes (ros2_environment.md). One
-tested path on every install.
+Raw images: the genuine ROS 2 ``cv_bridge`` where it imports and passes a self-check (the ROS 1 ``cv-bridge`` from
+PyPI imports too but mis-decodes 16-bit images, ros2_environment.md), else OpenCV (opencv-python-headless) with the
+same conversion codes; ``raw_backend`` is the one place that decides, per encoding. Compressed images: simplejpeg
+or Pillow, on every install.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
+import cv2
 import numpy as np
 from PIL import Image as PILImage
 from sensor_msgs.msg import CompressedImage, Image
+
+from gsdocc_ros.ros.backends import FALLBACK, genuine
 
 
 class ImageDecodeError(ValueError):
@@ -32,33 +39,122 @@ about twice as fast; Pillow is what the official pre-processing used."""
 
 DEFAULT_JPEG_DECODER = "simplejpeg" if simplejpeg is not None else "pillow"
 
-_CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1}
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def image_to_rgb(msg: Image) -> np.ndarray:
-    """uint8 (H, W, 3) RGB copy of a sensor_msgs/Image in rgb8, bgr8 or mono8, honouring row ``step`` padding."""
-    where = f"Image (frame_id '{msg.header.frame_id}')"
-    encoding = msg.encoding.lower()
-    if encoding not in _CHANNELS:
-        raise ImageDecodeError(f"{where}: unsupported encoding {msg.encoding!r}; supported: {', '.join(_CHANNELS)}")
-    channels = _CHANNELS[encoding]
+@dataclass(frozen=True)
+class RawFormat:
+    """How one raw encoding lies in ``msg.data`` and which OpenCV conversion turns it into RGB."""
+
+    values: int
+    """Values per pixel in a row (2 for packed 4:2:2, where two pixels share their U and V)."""
+    bytes_per_value: int
+    """1 for 8-bit encodings, 2 for 16-bit ones (byte order from ``is_bigendian``)."""
+    to_rgb: int | None
+    """cv2.cvtColor code to RGB, None when the values are RGB already."""
+    row_factor: float = 1.0
+    """Rows of data per image row: 1.5 for NV21 (a full-size Y plane, then a half-size interleaved VU plane)."""
+    even: tuple[bool, bool] = (False, False)
+    """Whether (width, height) must be even (chroma shared by pixel pairs or 2x2 blocks)."""
+
+
+RAW_FORMATS: dict[str, RawFormat] = {
+    "rgb8": RawFormat(3, 1, None),
+    "bgr8": RawFormat(3, 1, cv2.COLOR_BGR2RGB),
+    "rgba8": RawFormat(4, 1, cv2.COLOR_RGBA2RGB),
+    "bgra8": RawFormat(4, 1, cv2.COLOR_BGRA2RGB),
+    "mono8": RawFormat(1, 1, cv2.COLOR_GRAY2RGB),
+    "mono16": RawFormat(1, 2, cv2.COLOR_GRAY2RGB),
+    # OpenCV names a Bayer pattern by the 2x2 block starting at the second row and column, hence the shift
+    "bayer_rggb8": RawFormat(1, 1, cv2.COLOR_BayerBG2RGB),
+    "bayer_bggr8": RawFormat(1, 1, cv2.COLOR_BayerRG2RGB),
+    "bayer_gbrg8": RawFormat(1, 1, cv2.COLOR_BayerGR2RGB),
+    "bayer_grbg8": RawFormat(1, 1, cv2.COLOR_BayerGB2RGB),
+    "yuv422": RawFormat(2, 1, cv2.COLOR_YUV2RGB_UYVY, even=(True, False)),
+    "yuv422_yuy2": RawFormat(2, 1, cv2.COLOR_YUV2RGB_YUY2, even=(True, False)),
+    "nv21": RawFormat(1, 1, cv2.COLOR_YUV2RGB_NV21, row_factor=1.5, even=(True, True)),
+}
+"""Every raw encoding decoded, by its sensor_msgs/image_encodings name (NV12 has no ROS encoding name)."""
+
+CV_BRIDGE_ENCODINGS = frozenset(name for name in RAW_FORMATS if name not in ("yuv422_yuy2", "nv21"))
+"""Encodings every ROS 2 distribution's cv_bridge converts to rgb8 (YUY2 and NV21 came later, so ours decode them)."""
+
+
+def _checked_bridge() -> Any | None:
+    """A genuine ROS 2 CvBridge, or None when absent, forced off, or failing the 16-bit self-check."""
+    module = genuine("cv_bridge")
+    if module is None:
+        return None
+    try:
+        bridge = module.CvBridge()
+        probe = Image(height=1, width=1, encoding="mono16", step=2, is_bigendian=int(sys.byteorder == "big"),
+                      data=np.array([258], dtype=np.uint16).tobytes())
+        ok = bridge.imgmsg_to_cv2(probe, "passthrough").reshape(-1).tolist() == [258]
+    except Exception:  # a cv_bridge that cannot even decode one pixel is not the one the design means
+        return None
+    return bridge if ok else None
+
+
+_BRIDGE = _checked_bridge()
+
+RAW_BACKEND = "cv_bridge" if _BRIDGE is not None else f"opencv ({FALLBACK})"
+"""Which library converts raw images in this process (for the start-up log)."""
+
+
+def raw_backend(encoding: str) -> str:
+    """'cv_bridge' when the genuine bridge converts ``encoding`` here, else 'opencv'; the one place that decides."""
+    return "cv_bridge" if _BRIDGE is not None and encoding in CV_BRIDGE_ENCODINGS else "opencv"
+
+
+def raw_values(msg: Image, fmt: RawFormat, where: str) -> np.ndarray:
+    """The message's values as an (rows, width, values) uint8/uint16 array in native byte order, padding dropped."""
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
         raise ImageDecodeError(f"{where}: empty image {width}x{height}")
-    if step < width * channels:
-        raise ImageDecodeError(f"{where}: step {step} is shorter than width*channels = {width * channels}")
+    if height * width > MAX_IMAGE_PIXELS:
+        raise ImageDecodeError(f"{where}: {width}x{height} is more than the {MAX_IMAGE_PIXELS:,} pixels accepted")
+    for size, must_be_even, axis in ((width, fmt.even[0], "width"), (height, fmt.even[1], "height")):
+        if must_be_even and size % 2:
+            raise ImageDecodeError(f"{where}: {msg.encoding} needs an even {axis}, got {size}")
+    row_bytes = width * fmt.values * fmt.bytes_per_value
+    if step < row_bytes:
+        raise ImageDecodeError(f"{where}: step {step} is shorter than width*bytes per pixel = {row_bytes}")
+    rows = int(height * fmt.row_factor)
     data = np.frombuffer(msg.data, dtype=np.uint8)
-    if data.size != step * height:
-        raise ImageDecodeError(f"{where}: data holds {data.size} bytes but step*height = {step}*{height} = "
-                               f"{step * height}")
-    pixels = data.reshape(height, step)[:, :width * channels].reshape(height, width, channels)  # drop padding
-    if encoding == "bgr8":
-        pixels = pixels[:, :, ::-1]
-    elif encoding == "mono8":
-        pixels = np.broadcast_to(pixels, (height, width, 3))
-    return np.ascontiguousarray(pixels)
+    if data.size != step * rows:
+        raise ImageDecodeError(f"{where}: data holds {data.size} bytes but step*rows = {step}*{rows} = {step * rows}")
+    packed = data.reshape(rows, step)[:, :row_bytes]  # drop the row padding
+    if fmt.bytes_per_value == 1:
+        return packed.reshape(rows, width, fmt.values)
+    big = bool(msg.is_bigendian)
+    values = np.ascontiguousarray(packed).view(">u2" if big else "<u2").astype(np.uint16)  # native order
+    return values.reshape(rows, width, fmt.values)
+
+
+def image_to_rgb(msg: Image) -> np.ndarray:
+    """uint8 (H, W, 3) RGB copy of a raw sensor_msgs/Image in one of RAW_FORMATS, honouring row ``step`` padding.
+
+    16-bit images are scaled to 8 bits by 255/65535, as cv_bridge does; Bayer images are demosaiced bilinearly;
+    YUV is BT.601 with Y in 16..235 (OpenCV's and cv_bridge's conversion).
+    """
+    where = f"Image (frame_id '{msg.header.frame_id}')"
+    encoding = msg.encoding.lower()
+    fmt = RAW_FORMATS.get(encoding)
+    if fmt is None:
+        raise ImageDecodeError(f"{where}: unsupported encoding {msg.encoding!r}; supported: {', '.join(RAW_FORMATS)}")
+    values = raw_values(msg, fmt, where)  # also checks sizes for the bridge, so both refuse the same messages
+    if raw_backend(msg.encoding) == "cv_bridge":
+        try:
+            return np.ascontiguousarray(_BRIDGE.imgmsg_to_cv2(msg, "rgb8"))
+        except Exception as error:  # CvBridgeError, or OpenCV's error inside it
+            raise ImageDecodeError(f"{where}: cv_bridge refused it: {str(error).splitlines()[0]}") from None
+    planar = values[:, :, 0] if fmt.values == 1 else values  # OpenCV takes one-value images as 2-D
+    if fmt.bytes_per_value == 2:
+        planar = cv2.convertScaleAbs(planar, alpha=255.0 / 65535.0)  # to nearest, as cv_bridge's convertTo
+    if fmt.to_rgb is None:
+        return np.ascontiguousarray(planar)
+    return cv2.cvtColor(np.ascontiguousarray(planar), fmt.to_rgb)
 
 
 def _compression(msg: CompressedImage, data: bytes, where: str) -> str:

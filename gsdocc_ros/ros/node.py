@@ -33,25 +33,25 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from diagnostic_msgs.msg import DiagnosticArray
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
 from gsdocc_ros.msg import SemanticVoxelGrid
-from gsdocc_ros.pipeline.frames import CameraFrame
+from gsdocc_ros.pipeline.frames import CAMERA_NAMES, CameraFrame
 from gsdocc_ros.pipeline.prefetch import Prefetcher
 from gsdocc_ros.pipeline.runner import OccupancyRunner, StepResult, load_model
 from gsdocc_ros.model.config import ModelConfig
-from gsdocc_ros.ros import image_decode, sync, tf
+from gsdocc_ros.ros import image_decode, point_cloud, sync, tf
 from gsdocc_ros.ros.conversions import (camera_info_to_intrinsics, grid_to_message, stamp_to_ns,
                                         transform_to_matrix)
 from gsdocc_ros.ros.counters import NodeCounter
-from gsdocc_ros.ros.diagnostics import build_diagnostics
+from gsdocc_ros.ros.diagnostics import build_diagnostics, camera_statuses, mark_degraded
 from gsdocc_ros.ros.markers import build_markers_cdr
 from gsdocc_ros.ros.command_line import command_line_problem
 from gsdocc_ros.ros.params import DEFAULTS, NodeParams, descriptor, validate
+from gsdocc_ros.ros.qos import camera_qos, output_qos, overridable
 
 
 class SetRejected(Exception):
@@ -64,9 +64,9 @@ class SetRejected(Exception):
 
 @dataclass
 class _CameraSet:
-    """One synchronised set of image messages, in camera order, with its arrival time."""
+    """One synchronised set of image messages in camera order (None for a stale camera), with its arrival time."""
 
-    images: Sequence[Image | CompressedImage]
+    images: Sequence[Image | CompressedImage | None]
     received: float
 
 
@@ -97,6 +97,10 @@ class OccupancyNode(Node):
             self.get_logger().error("*** RUNNING ON RANDOM WEIGHTS: the occupancy output is meaningless "
                                     "(allow_random_weights is set; give 'checkpoint' for real output) ***")
         self.get_logger().info(f"model: {source} on {self.runner.device} ({p.precision}, cadence {p.cadence})")
+        if len(p.cameras) != len(CAMERA_NAMES):
+            self.get_logger().warning(f"{len(p.cameras)} cameras {list(p.cameras)}: the network was trained on the six "
+                                      "nuScenes views only; expect lower accuracy, most where this rig's views "
+                                      f"differ from them (image_fit {p.image_fit})")
 
         self.counters: Counter[str] = Counter()
         self.stage_ms: dict[str, float] = {}
@@ -111,16 +115,19 @@ class OccupancyNode(Node):
             self._prepare, self._infer, self._on_error, on_drop=lambda stage: self._count(NodeCounter.SETS_DROPPED_BUSY))
         self._last_stamp_ns: int | None = None
         self._reported: dict[str, int] = {}
+        self._reported_stale: frozenset[int] = frozenset()
 
         self.tf_buffer = tf.Buffer(cache_time=tf.DEFAULT_CACHE, node=self)
         self.tf_listener = tf.TfListener(self.tf_buffer, self, on_jump=self._on_tf_jump)
         subscribers = []
         for (camera, image_topic, info_topic), kind in zip(p.topics(), p.image_types):
             msg_type = CompressedImage if kind == "compressed" else Image
-            subscribers.append(sync.Subscriber(self, msg_type, image_topic, qos_profile=qos_profile_sensor_data))
+            subscribers.append(sync.Subscriber(self, msg_type, image_topic, qos_profile=camera_qos(),
+                                               qos_overriding_options=overridable()))
             self.create_subscription(CameraInfo, info_topic, lambda msg, cam=camera: self._on_camera_info(cam, msg),
-                                     qos_profile_sensor_data)
-        self.sync = sync.CameraSetSync(subscribers, queue_size=p.sync_queue_size, slop=p.sync_slop_s)
+                                     camera_qos(), qos_overriding_options=overridable())
+        self.sync = sync.CameraSetSync(subscribers, queue_size=p.sync_queue_size, slop=p.sync_slop_s,
+                                       camera_timeout_s=p.camera_timeout_s)
         self.sync.registerCallback(self._on_set)
         # A backwards jump of the node's clock (sim time from a looping bag, or wall time set back) ends the time
         # line: tf from before it, queued images and the temporal cache must all go.
@@ -128,11 +135,13 @@ class OccupancyNode(Node):
             JumpThreshold(min_forward=None, min_backward=Duration(seconds=-1), on_clock_change=False),
             post_callback=self._on_clock_jump)
         self.get_logger().info(f"backends: tf {tf.BACKEND}, sync {sync.BACKEND}, "
-                               f"jpeg {image_decode.DEFAULT_JPEG_DECODER}")
+                               f"jpeg {image_decode.DEFAULT_JPEG_DECODER}, raw images {image_decode.RAW_BACKEND}, "
+                               f"point cloud {point_cloud.BACKEND}")
 
-        reliable = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
-        self.grid_pub = self.create_publisher(SemanticVoxelGrid, "~/occupancy", reliable)
-        self.marker_pub = self.create_publisher(MarkerArray, "~/markers", reliable)
+        self.grid_pub, self.marker_pub, self.points_pub = (
+            self.create_publisher(msg_type, topic, output_qos(), qos_overriding_options=overridable())
+            for msg_type, topic in ((SemanticVoxelGrid, "~/occupancy"), (MarkerArray, "~/markers"),
+                                    (PointCloud2, "~/occupied_points")))
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.create_timer(p.diagnostics_period_s, self._publish_diagnostics)
@@ -161,8 +170,9 @@ class OccupancyNode(Node):
     def _on_camera_info(self, camera: str, msg: CameraInfo) -> None:
         self._camera_info[camera] = msg
 
-    def _on_set(self, *images: Image | CompressedImage) -> None:
-        """A complete set from the synchroniser: replaces whatever the prepare thread has not taken yet."""
+    def _on_set(self, *images: Image | CompressedImage | None) -> None:
+        """A set from the synchroniser (None for stale cameras): replaces whatever the prepare thread has not taken
+        yet."""
         self._count(NodeCounter.SETS_IN)
         self.prefetcher.submit(_CameraSet(images=images, received=time.monotonic()))
 
@@ -211,8 +221,9 @@ class OccupancyNode(Node):
     def _prepare(self, camera_set: _CameraSet) -> _PreparedSet | None:
         """Prepare thread: cadence check, ego pose, decoded frames with their extrinsics; None when skipped."""
         p = self.params
-        key = p.cameras.index(p.key_camera)
-        stamps = [stamp_to_ns(msg.header.stamp) for msg in camera_set.images]
+        live = [(camera, msg) for camera, msg in zip(p.cameras, camera_set.images) if msg is not None]
+        key = next((i for i, (camera, _) in enumerate(live) if camera == p.key_camera), 0)  # key stale: first live
+        stamps = [stamp_to_ns(msg.header.stamp) for _, msg in live]
         key_stamp = stamps[key]
         if self._last_stamp_ns is not None and key_stamp < self._last_stamp_ns:
             self._count(NodeCounter.TIME_JUMPS_BACK)
@@ -226,10 +237,22 @@ class OccupancyNode(Node):
             return None
         self.get_logger().debug(f"set at {key_stamp / 1e9:.3f} s: decoding, waiting for tf")
         t0 = time.perf_counter()
-        images = [self._decoders.submit(image_decode.decode_image, msg) for msg in camera_set.images]  # in parallel
+        images = [self._decoders.submit(image_decode.decode_image, msg) for _, msg in live]  # in parallel
         ego2global = self._lookup(p.fixed_frame, p.ego_frame, key_stamp)
-        frames = [self._frame(camera, msg, image, stamp, key_stamp)
-                  for camera, msg, image, stamp in zip(p.cameras, camera_set.images, images, stamps)]
+        frames, undecodable = [], []
+        for (camera, msg), image, stamp in zip(live, images, stamps):
+            try:
+                frames.append(self._frame(camera, msg, image, stamp, key_stamp))
+            except SetRejected as error:  # a camera whose image cannot be read is left out, as a stale one is
+                if error.counter != "decode_errors":
+                    raise
+                undecodable.append(str(error))
+        if undecodable:
+            self._count(NodeCounter.DECODE_ERRORS)
+            if not frames:
+                raise SetRejected(NodeCounter.DECODE_ERRORS, "; ".join(undecodable))
+            self.get_logger().warning(f"camera set goes on without: {'; '.join(undecodable)}",
+                                      throttle_duration_sec=5.0)
         return _PreparedSet(frames=frames, ego2global=ego2global, stamp_ns=key_stamp, received=camera_set.received,
                             prepare_ms=(time.perf_counter() - t0) * 1e3)
 
@@ -240,6 +263,10 @@ class OccupancyNode(Node):
         if result is None:  # wants() judged before the previous step committed; step knows better
             self._count(NodeCounter.SETS_SKIPPED_CADENCE)
             return
+        if len(prepared.frames) < len(self.params.cameras):
+            self._count(NodeCounter.GRIDS_DEGRADED)
+            if result.grid.camera_mask is None:  # a degraded grid always says what no live camera sees
+                result.grid.camera_mask = self.runner.camera_mask(prepared.frames)
         self._publish(result, prepared)
 
     def _frame(self, camera: str, msg: Image | CompressedImage, decoded: Future[np.ndarray], stamp: int,
@@ -314,28 +341,44 @@ class OccupancyNode(Node):
             self._count(NodeCounter.CACHE_RESETS)
             self.get_logger().info(f"temporal cache reset: {result.reset_reason}")
         t0 = time.perf_counter()
-        self.grid_pub.publish(grid_to_message(result.grid, p.ego_frame, self.runner.source))
+        missing = [camera for camera in p.cameras if camera not in {f.name for f in prepared.frames}]
+        source = self.runner.source + (f"; degraded, without {', '.join(missing)}" if missing else "")
+        self.grid_pub.publish(grid_to_message(result.grid, p.ego_frame, source))
         t1 = time.perf_counter()
         if self.marker_pub.get_subscription_count() > 0:
             self.marker_pub.publish(build_markers_cdr(
                 result.grid, p.ego_frame, lifetime_s=p.marker_lifetime_s, hidden_classes=p.marker_hidden_classes,
                 camera_visible_only=p.marker_camera_visible_only, max_voxels=p.marker_max_voxels))
         t2 = time.perf_counter()
+        if self.points_pub.get_subscription_count() > 0:
+            self.points_pub.publish(point_cloud.build_point_cloud(result.grid, p.ego_frame))
+        t3 = time.perf_counter()
         self._count(NodeCounter.GRIDS_OUT)
         self.stage_ms = {"decode_and_tf": prepared.prepare_ms, **result.timings_ms,
-                         "grid_message": (t1 - t0) * 1e3, "markers": (t2 - t1) * 1e3,
+                         "grid_message": (t1 - t0) * 1e3, "markers": (t2 - t1) * 1e3, "points": (t3 - t2) * 1e3,
                          "set_wait": (time.monotonic() - prepared.received) * 1e3 - prepared.prepare_ms
-                         - sum(result.timings_ms.values()) - (t2 - t0) * 1e3}
+                         - sum(result.timings_ms.values()) - (t3 - t0) * 1e3}
         now_ns = self.get_clock().now().nanoseconds
         self.latency_ms = (now_ns - result.grid.stamp_ns) / 1e6
 
     def _publish_diagnostics(self) -> None:
+        """The node's status and one per camera; stale cameras make the node's status a degraded WARN."""
         with self._counter_lock:
             counters = dict(self.counters)
         counters.update({f"sync_{k}": v for k, v in self.sync.counters().items()})
-        self.diag_pub.publish(build_diagnostics(
-            self.get_clock().now().to_msg(), self.get_fully_qualified_name(), self.stage_ms, self.latency_ms,
-            counters, str(self.runner.device), previous=self._reported))
+        name, cameras = self.get_fully_qualified_name(), self.params.cameras
+        array = build_diagnostics(self.get_clock().now().to_msg(), name, self.stage_ms, self.latency_ms, counters,
+                                  str(self.runner.device), previous=self._reported)
+        stale = self.sync.stale()
+        array.status += camera_statuses(name, cameras, stale, [self.sync.lag_s(i) for i in range(len(cameras))],
+                                        self.params.camera_timeout_s)
+        if stale:
+            mark_degraded(array.status[0], [cameras[i] for i in sorted(stale)])
+        if stale != self._reported_stale:  # once per change, never per message
+            self.get_logger().warning(f"cameras stale: {[cameras[i] for i in sorted(stale)] or 'none'} "
+                                      f"(grids use {len(cameras) - len(stale)} of {len(cameras)} cameras)")
+            self._reported_stale = stale
+        self.diag_pub.publish(array)
         self._reported = counters
 
     def stop(self, grace_s: float) -> bool:

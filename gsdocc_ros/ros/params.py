@@ -22,8 +22,8 @@ from gsdocc_ros.pipeline.grid import CLASS_NAMES
 from gsdocc_ros.pipeline.runner_config import RunnerConfig
 from gsdocc_ros.pipeline.settings import Limits, SettingError, check_settings, setting
 
-RUNNER_SETTINGS = ("device", "precision", "cadence", "history_step_s", "cadence_tolerance_s", "max_gap_s",
-                   "max_jump_m")
+RUNNER_SETTINGS = ("device", "precision", "image_fit", "cadence", "history_step_s", "cadence_tolerance_s",
+                   "max_gap_s", "max_jump_m")
 """Parameters that are RunnerConfig fields of the same name: declared (limits, description) there, once."""
 
 
@@ -44,15 +44,16 @@ FRAME_ID = {"pattern": r"[^/].*", "pattern_text": "a non-empty frame id without 
 class NodeParams:
     """Validated parameters of the occupancy node (names are the ROS parameter names)."""
 
-    cameras: tuple[str, ...] = setting(CAMERA_NAMES, "Camera names in the model's order; each names its topics and "
-                                       "is the image frame_id by default.", note="6 distinct names")
+    cameras: tuple[str, ...] = setting(CAMERA_NAMES, "Camera names in model order (any count; trained on the six "
+                                       "nuScenes views); name topics and default frame_id.",
+                                       note="one or more distinct names")
     image_topic_format: str = setting("/{camera}/image_rect_compressed", "Image topic of each camera; {camera} is "
                                       "replaced by the camera name.", note=TOPIC_NOTE)
     camera_info_topic_format: str = setting("/{camera}/camera_info", "CameraInfo topic of each camera; {camera} is "
                                             "replaced by the camera name.", note=TOPIC_NOTE)
-    image_types: tuple[str, ...] = setting(("compressed",) * 6, "Per camera: compressed (sensor_msgs/CompressedImage, "
-                                           "jpeg/png) or raw (sensor_msgs/Image rgb8/bgr8/mono8).",
-                                           note="compressed or raw, one per camera")
+    image_types: tuple[str, ...] = setting(("compressed",) * 6, "Per camera, or one for all: compressed "
+                                           "(CompressedImage, jpeg/png) or raw (Image, encodings under Inputs).",
+                                           note="compressed or raw, one per camera or one for all")
     key_camera: str = setting(KEY_CAMERA, "Camera whose stamp and ego pose define the output's stamp and frame.",
                               note="one of cameras")
     ego_frame: str = setting("base_link", "Ego frame (REP-105) of the output grid and of the extrinsics.", **FRAME_ID)
@@ -61,6 +62,8 @@ class NodeParams:
     sync_slop_s: float = setting(0.06, "Approximate-time window of one camera set; nuScenes sets span about 42 ms in "
                                  "an 83 ms period.", positive=True)
     sync_queue_size: int = setting(10, "Messages kept per camera while a set is assembled.", at_least=1)
+    camera_timeout_s: float = setting(0.25, "Stamp lag (s) after which sets go on without a camera (degraded); at "
+                                      "least three of its frame periods.", positive=True)
     tf_wait_s: float = setting(0.2, "How long the worker waits for tf to reach a set's stamps before counting a tf "
                                "failure.", positive=True)
     checkpoint: str = setting("", "Path of the GSD-OCC checkpoint (official .pth or our own format).",
@@ -75,6 +78,7 @@ class NodeParams:
                                 multiple_of=32)
     input_width: int = setting(704, "Network input width per camera (704 or 1408 for the official configs).",
                                multiple_of=32)
+    image_fit: str = runner_setting("image_fit")
     cadence: str = runner_setting("cadence")
     history_step_s: float = runner_setting("history_step_s")
     cadence_tolerance_s: float = runner_setting("cadence_tolerance_s")
@@ -109,12 +113,13 @@ class NodeParams:
     def _check_cameras(self) -> None:
         """The camera list, its image types, the key camera and the topic patterns agree."""
         cams = self.cameras
-        if len(cams) != len(CAMERA_NAMES):
-            raise SettingError("cameras", f"the model takes exactly {len(CAMERA_NAMES)} cameras", cams)
+        if not cams:
+            raise SettingError("cameras", "at least one camera is needed", cams)
         if len(set(cams)) != len(cams) or not all(isinstance(c, str) and c for c in cams):
             raise SettingError("cameras", "names must be distinct, non-empty strings", cams)
         if len(self.image_types) != len(cams):
-            raise SettingError("image_types", f"needs one entry per camera ({len(cams)})", self.image_types)
+            raise SettingError("image_types", f"needs one entry per camera ({len(cams)}) or one for all",
+                               self.image_types)
         if any(t not in ("compressed", "raw") for t in self.image_types):
             raise SettingError("image_types", "each entry must be 'compressed' or 'raw'", self.image_types)
         if self.key_camera not in cams:
@@ -170,6 +175,8 @@ def validate(values: dict[str, Any]) -> NodeParams:
     for name in ("cameras", "image_types", "marker_hidden_classes"):
         if name in merged:
             merged[name] = tuple(merged[name])
+    if len(merged.get("image_types", ())) == 1:  # one type for every camera
+        merged["image_types"] *= len(merged.get("cameras", DEFAULTS["cameras"]))
     if merged.get("checkpoint"):
         path = Path(merged["checkpoint"]).expanduser()
         merged["checkpoint"] = str(path.resolve()) if path.is_file() else str(path)

@@ -16,12 +16,14 @@ The contract of ``message_filters.ApproximateTimeSynchronizer`` (read from ros2/
   node sees no difference.
 
 ``CameraSetSync`` adds what the node needs on either library: counters (message_filters has no drop callback),
-no message older than the last set ever used again, a reset on backwards time jumps, and callback errors counted.
+no message older than the last set ever used again, a reset on time jumps, degraded sets without stale cameras,
+stamps far from their siblings' refused, and callback errors counted.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -33,6 +35,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
 from gsdocc_ros.ros.backends import FALLBACK, genuine
+from gsdocc_ros.ros.camera_liveness import CameraLiveness, StampVerdict
 from gsdocc_ros.ros.conversions import stamp_to_ns
 
 
@@ -139,23 +142,30 @@ class SyncCounters:
     messages_in: int = 0
     """Messages received on all inputs."""
     sets_out: int = 0
-    """Complete sets handed to the callback."""
+    """Sets handed to the callback (complete or degraded)."""
     messages_dropped: int = 0
     """Messages that left without being in a set: stale (not newer than the last set), queue overflow, replaced
-    by another with the same stamp, superseded by a newer set, or discarded by a reset."""
+    by another with the same stamp, superseded by a newer set, from a stale camera, or discarded by a reset."""
     incomplete_sets: int = 0
     """Camera periods that yielded no set (a camera missing, or stamps spread wider than slop), counted as the
     most messages any one input has lost to overflow, supersession or reset: in such a period every camera
     that delivered loses exactly one image. A lower bound when different cameras fail in different periods."""
     resets: int = 0
-    """Times a stamp went backwards by more than ``jump_back_s`` (or reset() was called) and the queues were
-    emptied."""
+    """Times the rig's time line jumped (a majority of cameras moved more than ``jump_s`` back or ahead,
+    camera_liveness.py) or reset() was called, and the queues were emptied."""
     callback_errors: int = 0
     """Exceptions raised by a set callback (logged; the synchroniser and the other callbacks go on)."""
+    stamp_outliers: int = 0
+    """Messages refused because their stamp was far from their siblings' (a camera's clock is off)."""
+    camera_timeouts: int = 0
+    """Times a camera went stale (no stamp within ``camera_timeout_s`` of its siblings')."""
+    degraded_sets: int = 0
+    """Sets handed on without the stale cameras (counted in sets_out too)."""
 
 
 class CameraSetSync:
-    """Approximate-time synchroniser over N inputs on either library, with counters, resets and safe callbacks.
+    """Approximate-time synchroniser over N inputs on either library, with counters, resets, safe callbacks and
+    degraded sets when cameras go stale.
 
     Every input passes through this object first. It keeps a copy of each input's queue that follows the
     synchroniser's own rules (module docstring), so it knows which messages a set leaves behind. When a set
@@ -164,31 +174,39 @@ class CameraSetSync:
     than the last set are dropped on arrival. Sets are therefore strictly increasing in time, with the same sets
     from either library.
 
-    A stamp more than ``jump_back_s`` older than the newest seen (bag loop, simulator restart) empties the queues
-    first; ``reset()`` does it on demand. A callback that raises is counted and logged, never passed on.
+    Each stamp is judged by a CameraLiveness (camera_liveness.py). An input whose stamps fall ``camera_timeout_s``
+    behind its siblings' is stale: the synchroniser is rebuilt over the live inputs only, and their sets reach the
+    callback with None in the stale inputs' places. A stale input's next message on the rig's time line makes it
+    live again: the synchroniser is rebuilt over all and the next set includes it. A message far from its
+    siblings' stamps is refused (counted); when a majority of inputs jump together (bag loop, simulator restart)
+    the queues are emptied and the messages that announced the jump are replayed on the new time line;
+    ``reset()`` empties them on demand. A callback that raises is counted and logged, never passed on.
     """
 
-    def __init__(self, inputs: Sequence[Any], queue_size: int, slop: float, jump_back_s: float = 1.0) -> None:
+    def __init__(self, inputs: Sequence[Any], queue_size: int, slop: float, jump_s: float = 1.0,
+                 camera_timeout_s: float = math.inf) -> None:
         if len(inputs) < 1:
             raise ValueError("inputs: at least one input filter is needed")
         self.queue_size = queue_size
         self.slop = slop
-        self._jump_ns = round(jump_back_s * 1e9)
         self._callbacks: list[Callable[..., None]] = []
         self._lock = threading.RLock()
         self._counters = SyncCounters()
+        self._liveness = CameraLiveness(len(inputs), camera_timeout_s, jump_s)
         self._queued: list[dict[int, tuple[int, Any]]] = [{} for _ in inputs]  # per input: stamp -> (seq, msg)
+        self._off_line: list[tuple[int, Any] | None] = [None] * len(inputs)  # per input: a refused (seq, msg)
         self._seq = 0
         self._lost = [0] * len(inputs)  # per input: messages lost to overflow, supersession or reset
-        self._newest: int | None = None
         self._last_set: int | None = None
+        self._stale: frozenset[int] = frozenset()
         self._rebuild = False
         self._build()
         for index, source in enumerate(inputs):
             source.registerCallback(self._receive, index)
 
     def registerCallback(self, cb: Callable[..., None]) -> None:  # noqa: N802 - message_filters name
-        """Call ``cb(*msgs)`` with the N messages of every complete set, in input order."""
+        """Call ``cb(*msgs)`` with one entry per input, in input order, for every set: the message, or None for a
+        stale input."""
         self._callbacks.append(cb)
 
     def counters(self) -> dict[str, int]:
@@ -196,19 +214,40 @@ class CameraSetSync:
         with self._lock:
             return asdict(self._counters)
 
-    def reset(self) -> None:
-        """Empty every queue (queued messages count as dropped) and forget the last set; counts a reset."""
+    def stale(self) -> frozenset[int]:
+        """Indices of the inputs left out of sets now."""
         with self._lock:
-            self._drop([len(queue) for queue in self._queued])
-            self._queued = [{} for _ in self._queued]
-            self._newest = self._last_set = None
-            self._count(resets=1)
-            self._build()
+            return self._stale
+
+    def lag_s(self, index: int) -> float | None:
+        """How far (s) input ``index``'s newest stamp is behind the rig's time (negative: ahead); None before its
+        first."""
+        with self._lock:
+            return self._liveness.lag_s(index)
+
+    def reset(self) -> None:
+        """Empty every queue (queued messages count as dropped), forget the last set and every camera's stamps;
+        counts a reset."""
+        with self._lock:
+            self._liveness.reset()
+            self._empty_queues()
+
+    def _empty_queues(self) -> None:
+        """Drop every queued and refused message, forget the last set and the stale inputs; count a reset."""
+        lost = [len(queue) + (off is not None) for queue, off in zip(self._queued, self._off_line)]
+        self._drop(lost)
+        self._queued = [{} for _ in self._queued]
+        self._off_line = [None] * len(self._queued)
+        self._last_set = None
+        self._stale = frozenset()
+        self._count(resets=1)
+        self._build()
 
     def _build(self) -> None:
-        """A fresh synchroniser fed by one relay per input."""
-        self._relays = [SimpleFilter() for _ in self._queued]
-        sync = ApproximateTimeSynchronizer(self._relays, self.queue_size, self.slop)
+        """A fresh synchroniser fed by one relay per live input."""
+        self._live = [i for i in range(len(self._queued)) if i not in self._stale]
+        self._relays = {i: SimpleFilter() for i in self._live}
+        sync = ApproximateTimeSynchronizer([self._relays[i] for i in self._live], self.queue_size, self.slop)
         sync.registerCallback(self._emit)
 
     def _count(self, **deltas: int) -> None:
@@ -221,31 +260,61 @@ class CameraSetSync:
         self._count(messages_dropped=sum(lost), incomplete_sets=max(self._lost) - self._counters.incomplete_sets)
 
     def _receive(self, msg: Any, index: int) -> None:
-        """One input message: jump check, staleness check, queue copy, then on to the synchroniser."""
+        """One input message: stamp verdict, staleness, queue copy, then on to the synchroniser."""
         stamp = _header_ns(msg)
         with self._lock:
             self._count(messages_in=1)
-            if self._newest is not None and stamp < self._newest - self._jump_ns:
-                self.reset()
-            self._newest = stamp if self._newest is None else max(self._newest, stamp)
-            if self._last_set is not None and stamp <= self._last_set:
-                self._count(messages_dropped=1)  # stale: its period is over (no new incomplete set)
+            self._seq += 1
+            verdict = self._liveness.observe(index, stamp)
+            if verdict is StampVerdict.OUTLIER:
+                if self._off_line[index] is not None:
+                    self._count(messages_dropped=1)  # an older refused message of this input
+                self._off_line[index] = (self._seq, msg)
+                self._count(stamp_outliers=1)
                 return
-            self._enqueue(index, stamp, msg)
-            self._relays[index].signalMessage(msg)
-            while self._rebuild:  # outside the synchroniser's lock now: start a new one with what is left
-                self._rebuild = False
-                self._build()
-                waiting = sorted((seq, i, m) for i, queue in enumerate(self._queued) for seq, m in queue.values())
-                for _, i, m in waiting:
-                    self._relays[i].signalMessage(m)
+            arrivals = [(self._seq, index, msg)]
+            if verdict is StampVerdict.TIME_JUMP:  # replay the messages that announced the new time line
+                announced = [(off[0], i, off[1]) for i, off in enumerate(self._off_line) if off is not None]
+                self._off_line = [None] * len(self._queued)
+                self._count(stamp_outliers=-len(announced))  # they were not outliers after all
+                self._empty_queues()
+                arrivals = sorted(announced) + arrivals
+            for seq, i, m in arrivals:
+                self._accept(seq, i, m)
 
-    def _enqueue(self, index: int, stamp: int, msg: Any) -> None:
+    def _accept(self, seq: int, index: int, msg: Any) -> None:
+        """A message on the rig's time line: update the stale inputs, then queue it and feed the synchroniser."""
+        stamp = _header_ns(msg)
+        self._off_line[index] = None
+        stale = self._liveness.stale()
+        if stale != self._stale:
+            self._count(camera_timeouts=len(stale - self._stale))
+            went = sorted(stale - self._stale)
+            self._drop([len(self._queued[i]) if i in went else 0 for i in range(len(self._queued))])
+            for i in went:
+                self._queued[i] = {}
+            self._stale = stale
+            self._rebuild = True
+        if self._last_set is not None and stamp <= self._last_set:
+            self._count(messages_dropped=1)  # stale: its period is over (no new incomplete set)
+        elif index in self._stale:
+            self._count(messages_dropped=1)  # its camera is left out until it catches up
+        else:
+            self._enqueue(index, stamp, seq, msg)
+            if not self._rebuild:
+                self._relays[index].signalMessage(msg)
+        while self._rebuild:  # outside the synchroniser's lock now: start a new one with what is left
+            self._rebuild = False
+            self._build()
+            waiting = sorted((s, i, m) for i, queue in enumerate(self._queued) for s, m in queue.values())
+            for _, i, m in waiting:
+                self._relays[i].signalMessage(m)
+
+    def _enqueue(self, index: int, stamp: int, seq: int, msg: Any) -> None:
         """Copy one arrival into input ``index``'s queue as the synchroniser keeps it (replace, oldest overflows)."""
         queue = self._queued[index]
         lost = int(stamp in queue)  # the same stamp again replaces the queued message
-        self._seq += 1
-        queue[stamp] = (self._seq, msg)
+        queue[stamp] = (seq, msg)
         while len(queue) > self.queue_size:
             del queue[min(queue)]
             lost += 1
@@ -253,12 +322,15 @@ class CameraSetSync:
             self._drop([lost if i == index else 0 for i in range(len(self._queued))])
 
     def _emit(self, *msgs: Any) -> None:
-        """A set from the synchroniser: drop what it leaves behind, count it, call the callbacks (never raises)."""
+        """A set from the synchroniser (live inputs only): drop what it leaves behind, count it, call the callbacks
+        with None in the stale inputs' places (never raises)."""
         stamps = [_header_ns(msg) for msg in msgs]
         newest = max(stamps)
         with self._lock:
-            for queue, stamp in zip(self._queued, stamps):
-                queue.pop(stamp, None)
+            full: list[Any] = [None] * len(self._queued)
+            for index, msg, stamp in zip(self._live, msgs, stamps):
+                full[index] = msg
+                self._queued[index].pop(stamp, None)
             behind = [[s for s in queue if s <= newest] for queue in self._queued]
             if any(behind):  # superseded: the synchroniser would keep them, a later set must not use them
                 for queue, old in zip(self._queued, behind):
@@ -266,12 +338,12 @@ class CameraSetSync:
                         del queue[s]
                 self._drop([len(old) for old in behind])
                 self._rebuild = True
-            self._count(sets_out=1)
+            self._count(sets_out=1, degraded_sets=int(len(self._live) < len(self._queued)))
             self._last_set = newest
             callbacks = list(self._callbacks)
         for cb in callbacks:
             try:
-                cb(*msgs)
+                cb(*full)
             except Exception as error:  # a raising callback would leave message_filters' lock held for ever
                 with self._lock:
                     self._count(callback_errors=1)

@@ -340,3 +340,23 @@ def test_cuda_matches_cpu() -> None:
     on_gpu = ModelInputs(**{k: v.to(cuda) for k, v in vars(inputs).items()})
     out = module.to(cuda)(depth.to(cuda), context.to(cuda), on_gpu)
     torch.testing.assert_close(out.cpu(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("sync_free", [False, True])
+def test_a_camera_left_out_is_a_camera_with_zero_context(shared_data: Path, sync_free: bool) -> None:
+    """Degraded mode runs the network without a stale camera: on scene-0061's real calibration that gives exactly
+    the voxel features of all six cameras with the missing one's context zero (its frustum adds nothing), and
+    not those of all six with its real context."""
+    frame, _ = load_frame(shared_data, "scene-0061")
+    inputs = frame_inputs(frame, SMALL)
+    depth, context = random_features(torch.Generator().manual_seed(2), inputs, SMALL, channels=8)
+    back = 4  # CAM_BACK in model order
+    keep = [i for i in range(6) if i != back]
+    module = LSSViewTransform(SMALL)
+    module.sync_free = sync_free
+    zeroed = context.clone()
+    zeroed[:, back] = 0.0
+    five = ModelInputs(**{name: value if name == "bda" else value[:, keep] for name, value in vars(inputs).items()})
+    without = module(depth[:, keep], context[:, keep], five)
+    torch.testing.assert_close(without, module(depth, zeroed, inputs), rtol=1e-5, atol=1e-6)
+    assert (without - module(depth, context, inputs)).abs().max() > 1e-3

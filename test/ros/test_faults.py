@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import rclpy  # noqa: E402 (a missing rclpy is a broken install: fail, never skip)
 import torch  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
@@ -85,16 +84,17 @@ def publish_received(harness: NodeHarness, offset_ns: int, **kwargs) -> None:
 
 
 def test_camera_stops_and_comes_back(harness: NodeHarness) -> None:
-    """CAM_BACK silent for three sets: nothing reaches the worker, the sync counts the loss, the next set goes
-    through."""
+    """CAM_BACK silent for two sets, less than its timeout (three 0.5 s periods; longer silences give degraded grids,
+    test_node.py): nothing reaches the worker, the sync counts the loss, the next set goes through."""
     sync_before, errors, start = harness.node.sync.counters(), counter(harness, "errors"), len(harness.diagnostics)
     in_before = counter(harness, "sets_in")
     others = [name for name in CAMERA_NAMES if name != "CAM_BACK"]
-    for _ in range(3):
+    for _ in range(2):
         publish_received(harness, harness.next_offset(), cameras=others)
     harness.publish_and_wait_grid()
     sync = harness.node.sync.counters()
-    assert sync["messages_dropped"] - sync_before["messages_dropped"] == 3 * len(others)  # superseded by the good set
+    assert sync["messages_dropped"] - sync_before["messages_dropped"] == 2 * len(others)  # superseded by the good set
+    assert sync["degraded_sets"] == sync_before["degraded_sets"]
     assert sync["incomplete_sets"] > sync_before["incomplete_sets"]
     assert counter(harness, "sets_in") == in_before + 1 and counter(harness, "errors") == errors
     harness.wait_diagnostics(lambda v: value(v, "sync_incomplete_sets") == sync["incomplete_sets"], start)

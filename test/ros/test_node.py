@@ -1,4 +1,5 @@
-"""The running node on the real middleware: real nuScenes images and tf in, grids and markers out, faults survived.
+"""The running node on the real middleware: real nuScenes images and tf in, grids, markers and points out, faults
+survived.
 
 One node (seeded random weights, reduced 128x352 input to keep CPU time down) serves the whole module;
 each test advances the camera stamps by 0.5 s (the keyframe cadence), so the tests share one timeline.
@@ -14,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import rclpy  # noqa: E402 (a missing rclpy is a broken install: fail, never skip)
 from rclpy.parameter import Parameter  # noqa: E402
-from sensor_msgs.msg import CompressedImage  # noqa: E402
+from sensor_msgs.msg import CompressedImage, PointCloud2  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
@@ -26,8 +27,9 @@ from gsdocc_ros.pipeline.frames import CAMERA_NAMES  # noqa: E402
 from gsdocc_ros.pipeline.geometry import ego_motion  # noqa: E402
 from gsdocc_ros.pipeline.grid import CLASS_NAMES, FREE_INDEX  # noqa: E402
 from gsdocc_ros.pipeline.runner import OccupancyRunner, RunnerConfig, load_model  # noqa: E402
-from gsdocc_ros.ros.conversions import grid_from_message  # noqa: E402
+from gsdocc_ros.ros.conversions import grid_from_message, ns_to_stamp  # noqa: E402
 from gsdocc_ros.ros.node import OccupancyNode  # noqa: E402
+from gsdocc_ros.ros.point_cloud import read_points  # noqa: E402
 
 from ros_feeder import NodeHarness, SampleFeeder, node_session, spin_until, wait_for_subscribers  # noqa: E402
 
@@ -37,13 +39,15 @@ WAIT_S = 180.0
 
 
 class Harness(NodeHarness):
-    """The shared node harness, plus a MarkerArray listener and the bad-input-then-recover routine."""
+    """The shared node harness, plus MarkerArray and PointCloud2 listeners and the bad-input-then-recover routine."""
 
     def __init__(self, scene_dir: Path, parameters: dict) -> None:
         super().__init__(scene_dir, parameters, wait_s=WAIT_S)
         self.feed_dir = scene_dir
         self.markers: list[MarkerArray] = []
         self.tester.create_subscription(MarkerArray, "/gsdocc/markers", self.markers.append, 10)
+        self.points: list[PointCloud2] = []
+        self.tester.create_subscription(PointCloud2, "/gsdocc/occupied_points", self.points.append, 10)
 
     def expect_counter(self, counter: str, publish) -> None:
         """Publish a bad set, see ``counter`` rise, then see the node recover on a good set."""
@@ -103,6 +107,12 @@ def test_compressed_images_give_the_offline_grid_and_markers(harness: Harness, o
     assert sum(expected.values()) > cap  # random weights occupy most of the grid: the cap is exercised here
     assert sum(drawn.values()) == cap and set(drawn) <= set(expected)
     assert all(0 < n <= expected[name] for name, n in drawn.items())
+    assert spin_until(harness.executor, lambda: len(harness.points) > 0, 30.0), "no PointCloud2"
+    points = read_points(harness.points[-1])
+    occupied = np.flatnonzero(grid.labels != FREE_INDEX)
+    assert harness.points[-1].header.stamp == msg.header.stamp and len(points) == len(occupied)
+    np.testing.assert_array_equal(points["label"], grid.labels.ravel()[occupied])
+    np.testing.assert_array_equal(points["confidence"], grid.confidence.ravel()[occupied])
 
 
 def test_raw_images_give_the_same_grid(harness: Harness, offline_labels: np.ndarray) -> None:
@@ -179,17 +189,47 @@ def test_missing_camera_is_counted_and_the_next_set_goes_through(harness: Harnes
     assert spin_until(harness.executor, lambda: harness.node.sync.counters()["incomplete_sets"] >= 1, 10.0)
 
 
-def test_corrupt_jpeg(harness: Harness) -> None:
+def test_a_camera_killed_mid_stream_gives_degraded_grids_then_full_ones(harness: Harness) -> None:
+    """CAM_BACK stops: sets stop for the timeout (three 0.5 s periods here), then grids go on without it, its
+    sector unseen in the camera mask and /diagnostics saying so; it comes back and the next grid uses it again."""
+    node, others = harness.node, [c for c in CAMERA_NAMES if c != "CAM_BACK"]
+    full = grid_from_message(harness.publish_and_wait_grid())
+    sets_out, degraded, start = node.sync.counters()["sets_out"], node.counters["grids_degraded"], \
+        len(harness.diagnostics)
+    stamps = [harness.feed.publish_set(harness.next_offset(), cameras=others) for _ in range(3)]
+    assert not spin_until(harness.executor, lambda: node.sync.counters()["sets_out"] > sets_out, 2.0)
+    stamps.append(harness.feed.publish_set(harness.next_offset(), cameras=others))  # 2 s > 1.5 s after its last
+    assert spin_until(harness.executor, lambda: node.sync.counters()["degraded_sets"] > 0, 10.0)
+    assert harness.spin_until(lambda: any(g.header.stamp == ns_to_stamp(stamps[-1]) for g in harness.grids))
+    assert node.counters["grids_degraded"] > degraded and node.sync.stale() == {CAMERA_NAMES.index("CAM_BACK")}
+    blind = grid_from_message(harness.grids[-1])
+    assert harness.grids[-1].source.endswith("; degraded, without CAM_BACK")
+    behind = (50, 100, 5)  # (-20, 0, 1) m: 20 m behind the car, only CAM_BACK sees it
+    assert full.camera_mask[behind] and not blind.camera_mask[behind]
+    assert (blind.camera_mask <= full.camera_mask).all() and blind.camera_mask.sum() < 0.9 * full.camera_mask.sum()
+    stale = [s for a in harness.diagnostics[start:] for s in a.status if s.name.endswith("/CAM_BACK")]
+    assert stale and stale[-1].level == DiagnosticStatus.WARN and "stale" in stale[-1].message
+    status = harness.wait_diagnostics(lambda v: v.get("stale_cameras") == "CAM_BACK", start)
+    assert status.level == DiagnosticStatus.WARN and status.message.startswith("degraded: grids computed without")
+    back = grid_from_message(harness.publish_and_wait_grid())  # CAM_BACK publishes again
+    assert node.sync.stale() == frozenset() and back.camera_mask[behind] and "degraded" not in harness.grids[-1].source
+
+
+def test_corrupt_jpeg_leaves_its_camera_out_of_the_set(harness: Harness) -> None:
     def corrupt(name: str, stamp: int) -> CompressedImage:
         msg = harness.feed.image(name, stamp)
         if name == "CAM_BACK":
             msg.data = bytes(msg.data[: len(msg.data) // 3])
         return msg
 
-    harness.expect_counter("decode_errors", lambda offset: harness.feed.publish_set(offset, image=corrupt))
+    errors = harness.node.counters["decode_errors"]
+    msg = harness.publish_and_wait_grid(image=corrupt)  # the others go on: a degraded grid, not a refused set
+    assert harness.node.counters["decode_errors"] == errors + 1
+    assert msg.source.endswith("; degraded, without CAM_BACK")
+    harness.publish_and_wait_grid()
 
 
-def test_unsupported_encoding(harness: Harness) -> None:
+def test_unsupported_encoding_on_every_camera_refuses_the_set(harness: Harness) -> None:
     def png_named_webp(name: str, stamp: int) -> CompressedImage:
         msg = harness.feed.image(name, stamp)
         msg.format = "webp"

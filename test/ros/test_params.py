@@ -68,8 +68,10 @@ def test_descriptors_carry_ranges_and_choices() -> None:
 
 @pytest.mark.parametrize(("name", "value", "fragment"), [
     ("cameras", ["CAM_FRONT"] * 6, "distinct"),
-    ("cameras", ["A", "B", "C"], "exactly 6"),
+    ("cameras", [], "at least one camera"),
     ("image_types", ["compressed"] * 5, "one entry per camera"),
+    ("image_fit", "stretch", "must be one of"),
+    ("camera_timeout_s", 0.0, "positive finite"),
     ("image_types", ["jpeg"] * 6, "'compressed' or 'raw'"),
     ("device", "tpu", "cpu, cuda or cuda:N"),
     ("precision", "int8", "must be one of"),
@@ -115,3 +117,13 @@ def test_checkpoint_path_is_resolved(tmp_path: Path) -> None:
     ckpt = tmp_path / "weights.pth"
     ckpt.write_bytes(b"x")
     assert validate({"checkpoint": str(ckpt)}).checkpoint == str(ckpt.resolve())
+
+
+def test_any_rig_of_one_or_more_cameras_with_one_image_type_for_all() -> None:
+    cameras = ["front_camera", "left_camera", "right_camera", "rear_left_camera", "rear_right_camera"]
+    params = validate({"allow_random_weights": True, "cameras": cameras, "key_camera": "front_camera",
+                       "image_types": ["raw"], "image_fit": "intrinsics"})
+    assert params.cameras == tuple(cameras) and params.image_types == ("raw",) * 5
+    assert params.runner_config().image_fit == "intrinsics"
+    assert validate({"allow_random_weights": True, "cameras": ["cam"], "key_camera": "cam",
+                     "image_types": ["compressed"]}).cameras == ("cam",)

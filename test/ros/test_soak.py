@@ -9,7 +9,6 @@ import json
 import subprocess
 from pathlib import Path
 
-import pytest
 
 
 REPO = Path(__file__).resolve().parents[2]

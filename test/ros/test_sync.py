@@ -22,6 +22,9 @@ from gsdocc_ros.ros.conversions import ns_to_stamp, stamp_to_ns  # noqa: E402
 PERIOD_NS = 83_000_000
 """nuScenes cameras run at 12 Hz."""
 
+NO_LIVENESS_EVENTS = {"stamp_outliers": 0, "camera_timeouts": 0, "degraded_sets": 0}
+"""The liveness counters of a rig where no camera is stale or off time."""
+
 
 @pytest.fixture(scope="module")
 def camera_stamps(shared_data: Path) -> list[int]:
@@ -102,7 +105,7 @@ def test_counts_an_incomplete_set_when_one_camera_is_missing(camera_stamps: list
     deliver(inputs, stream(camera_stamps, 5, skip={(2, CAMERA_NAMES.index("CAM_BACK"))}))
     assert periods_of(sets, camera_stamps) == [0, 1, 3, 4]
     assert sync.counters() == {"messages_in": 29, "sets_out": 4, "messages_dropped": 5, "incomplete_sets": 1, "callback_errors": 0,
-                               "resets": 0}
+                               "resets": 0, **NO_LIVENESS_EVENTS}
 
 
 def test_stale_message_is_dropped_without_counting_a_missed_set(camera_stamps: list[int]) -> None:
@@ -111,7 +114,7 @@ def test_stale_message_is_dropped_without_counting_a_missed_set(camera_stamps: l
     deliver(inputs, [(0, 0, camera_stamps[0] + PERIOD_NS)])  # a duplicate of period 1, after its set went out
     assert len(sets) == 2
     assert sync.counters() == {"messages_in": 13, "sets_out": 2, "messages_dropped": 1, "incomplete_sets": 0, "callback_errors": 0,
-                               "resets": 0}
+                               "resets": 0, **NO_LIVENESS_EVENTS}
 
 
 def test_time_jumping_backwards_resets_and_sets_resume(camera_stamps: list[int]) -> None:
@@ -121,7 +124,7 @@ def test_time_jumping_backwards_resets_and_sets_resume(camera_stamps: list[int])
     deliver(inputs, items[:12])  # ... when the bag loops back to its start
     assert periods_of(sets, camera_stamps) == list(range(39)) + [0, 1]
     assert sync.counters() == {"messages_in": 237 + 12, "sets_out": 41, "messages_dropped": 3, "incomplete_sets": 1, "callback_errors": 0,
-                               "resets": 1}
+                               "resets": 1, **NO_LIVENESS_EVENTS}
     sync.reset()
     assert sync.counters()["resets"] == 2
 
@@ -148,3 +151,66 @@ def test_sets_form_over_the_middleware_from_six_image_topics(
     finally:
         rclpy.shutdown()
     assert periods_of(sets, camera_stamps) == [0, 1, 2]
+
+
+# ------------------------------------------------------------------------------------ degraded sets (liveness)
+
+TIMEOUT_S = 0.25
+"""camera_timeout_s of these tests: three 83 ms periods."""
+
+
+def live_wired() -> tuple[list[FallbackSimpleFilter], CameraSetSync, list[tuple[Image | None, ...]]]:
+    """Six inputs and a CameraSetSync with camera_timeout_s = TIMEOUT_S."""
+    inputs = [FallbackSimpleFilter() for _ in CAMERA_NAMES]
+    sync = CameraSetSync(inputs, queue_size=10, slop=0.06, camera_timeout_s=TIMEOUT_S)
+    sets: list[tuple[Image | None, ...]] = []
+    sync.registerCallback(lambda *msgs: sets.append(msgs))
+    return inputs, sync, sets
+
+
+def set_summary(msgs: tuple[Image | None, ...], stamps: list[int]) -> tuple[int, tuple[int, ...]]:
+    """(period, missing camera indices) of one set, asserting its present stamps are all of that period."""
+    offsets = {stamp_to_ns(m.header.stamp) - s for m, s in zip(msgs, stamps) if m is not None}
+    assert len(offsets) == 1, f"a set mixes periods: {sorted(offsets)}"
+    return offsets.pop() // PERIOD_NS, tuple(i for i, m in enumerate(msgs) if m is None)
+
+
+def test_a_camera_killed_mid_stream_gives_degraded_sets_then_full_ones_when_it_returns(
+        camera_stamps: list[int]) -> None:
+    back = CAMERA_NAMES.index("CAM_BACK")
+    dead = {(p, back) for p in range(10, 20)}  # dead for 10 periods (0.83 s), then back
+    inputs, sync, sets = live_wired()
+    deliver(inputs, stream(camera_stamps, 30, skip=dead))
+    summary = [set_summary(msgs, camera_stamps) for msgs in sets]
+    full = [p for p, missing in summary if not missing]
+    degraded = [p for p, missing in summary if missing]
+    assert all(missing == (back,) for _, missing in summary if missing)
+    assert full == list(range(10)) + list(range(20, 30))  # used again from the first set after its return
+    # CAM_BACK's last stamp is in period 9; it is stale once the rig is TIMEOUT_S past it, and the queued periods
+    # that were waiting for it come out at once: the first degraded set is within the timeout plus one set
+    assert degraded[0] <= 9 + TIMEOUT_S * 1e9 // PERIOD_NS + 1 and degraded == list(range(degraded[0], 20))
+    assert degraded[0] == 10  # queue_size 10 still held period 10 when the timeout struck
+    counters = sync.counters()
+    assert counters["camera_timeouts"] == 1 and counters["degraded_sets"] == len(degraded)
+    assert counters["resets"] == 0 and counters["stamp_outliers"] == 0 and sync.stale() == frozenset()
+
+
+def test_a_camera_that_never_publishes_is_left_out_after_the_timeout(camera_stamps: list[int]) -> None:
+    inputs, sync, sets = live_wired()
+    deliver(inputs, stream(camera_stamps, 12, skip={(p, 0) for p in range(12)}))
+    assert [set_summary(msgs, camera_stamps) for msgs in sets] == [(p, (0,)) for p in range(12)]
+    assert sync.stale() == {0} and sync.lag_s(0) is None
+
+
+@pytest.mark.parametrize("offset_s", [10.0, -10.0, 0.5, -0.5])
+def test_a_camera_with_a_wrong_clock_never_stops_the_others(camera_stamps: list[int], offset_s: float) -> None:
+    """10 s off either way (refused as outliers, no reset) or 0.5 s off (accepted, but stale): left out."""
+    front = CAMERA_NAMES.index("CAM_FRONT")
+    items = [(p, c, s + (round(offset_s * 1e9) if c == front else 0)) for p, c, s in stream(camera_stamps, 20)]
+    inputs, sync, sets = live_wired()
+    deliver(inputs, items)
+    summary = [set_summary(msgs, camera_stamps) for msgs in sets]
+    assert summary[-8:] == [(p, (front,)) for p in range(12, 20)]
+    counters = sync.counters()
+    assert counters["resets"] == 0 and sync.stale() == {front}
+    assert counters["stamp_outliers"] == (20 if abs(offset_s) > 1 else 0)
