@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gsdocc_ros.deploy.backends import BACKENDS
 from gsdocc_ros.model.checkpoint import build_model
 from gsdocc_ros.model.config import ModelConfig
 from gsdocc_ros.model.gsdocc import GSDOCC, ModelInputs, logits_to_labels
@@ -74,6 +75,11 @@ class RunnerConfig:
     """BEV pooling: indices, a sparse product whose indices are cached per calibration (fastest on a CPU, but
     building them reads sizes back from the device); scatter, one fixed-size index_add that never makes the host
     wait for a GPU (model.view_transform.bev_pool_scatter); auto: scatter on CUDA, indices on CPU."""
+    backend: str = "torch"
+    """torch: the model's own modules; onnxruntime, onnxruntime-tensorrt, openvino, tensorrt: the graph that
+    `gsdocc export` wrote into graph_dir, with the same temporal cache decisions (gsdocc_ros.deploy)."""
+    graph_dir: str = ""
+    """Folder written by `gsdocc export` (ONNX graph + manifest.json); needed by every backend but torch."""
 
     def __post_init__(self) -> None:
         if self.cadence not in CADENCES:
@@ -84,6 +90,8 @@ class RunnerConfig:
             raise ValueError(f"preprocess: expected one of {PREPROCESSORS}, got {self.preprocess!r}")
         if self.splat not in SPLATS:
             raise ValueError(f"splat: expected one of {SPLATS}, got {self.splat!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend: expected one of {BACKENDS}, got {self.backend!r}")
         for name in ("history_step_s", "max_gap_s", "max_jump_m"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}: expected a positive number, got {getattr(self, name)!r}")
@@ -165,6 +173,14 @@ class OccupancyRunner:
         on_cuda = self.device.type == "cuda"
         self.model.forward_projection.sync_free = config.splat == "scatter" or (config.splat == "auto" and on_cuda)
         self.model_config: ModelConfig = model.cfg
+        self.graph = None  # the exported graph's runtime, or None for the torch modules
+        if config.backend != "torch":
+            from gsdocc_ros.deploy.graph_runner import GraphStep
+
+            if self.device_warning is not None:
+                raise ValueError(f"backend {config.backend!r}: {self.device_warning.split(';')[0]}")
+            self.graph = GraphStep(self.model, config.backend, config.graph_dir, str(self.device),
+                                   torch.get_num_threads(), fp16=config.precision == "fp16")
         self.geometry = geometry
         self.source = source
         self.cache = TemporalCache(self.model_config.history_frames, self.model_config.grid)
@@ -272,9 +288,13 @@ class OccupancyRunner:
         inputs = self.prepare_inputs(frames)
         t1 = time.perf_counter()
         with torch.inference_mode(), self._autocast():
-            logits = self.model(inputs, self.cache, self._upload("motion", motion)[None],
-                                start_of_sequence=start, commit=commit, elapsed_steps=elapsed)
-            labels, confidence = logits_to_labels(logits.float())  # [1,X,Y,Z]
+            motion_t = self._upload("motion", motion)[None]  # [1,4,4] float64
+            if self.graph is None:
+                logits = self.model(inputs, self.cache, motion_t, start_of_sequence=start, commit=commit,
+                                    elapsed_steps=elapsed)
+                labels, confidence = logits_to_labels(logits.float())  # [1,X,Y,Z]
+            else:
+                labels, confidence = self.graph(inputs, self.cache, motion_t, start, commit, elapsed)
             if self.config.confidence:
                 result = torch.stack([labels[0], (confidence[0] * 255).round().to(torch.uint8)])  # [2,X,Y,Z]
             else:
