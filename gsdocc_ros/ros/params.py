@@ -13,6 +13,7 @@ from typing import Any
 from rclpy.exceptions import InvalidTopicNameException
 from rclpy.validate_topic_name import validate_topic_name
 
+from gsdocc_ros.deploy.backends import BACKENDS
 from gsdocc_ros.pipeline.frames import CAMERA_NAMES, KEY_CAMERA
 from gsdocc_ros.pipeline.grid import CLASS_NAMES
 from gsdocc_ros.pipeline.runner import CADENCES, PRECISIONS, RunnerConfig
@@ -52,6 +53,10 @@ class NodeParams:
     """cpu, cuda or cuda:N; falls back to CPU with a warning when CUDA is absent."""
     precision: str = "fp32"
     """fp32, fp16 or bf16 (autocast; fp16 on CUDA only)."""
+    backend: str = "torch"
+    """Runtime of the network: torch, or onnxruntime, onnxruntime-tensorrt, openvino, tensorrt on graph_dir's graph."""
+    graph_dir: str = ""
+    """Folder written by `gsdocc export` (ONNX graph + manifest); needed by every backend but torch."""
     input_height: int = 256
     """Network input height per camera (256 or 512 for the official configs)."""
     input_width: int = 704
@@ -83,7 +88,8 @@ class NodeParams:
 
     def runner_config(self) -> RunnerConfig:
         """The inference settings of these parameters."""
-        return RunnerConfig(device=self.device, precision=self.precision, cadence=self.cadence,
+        return RunnerConfig(device=self.device, precision=self.precision, backend=self.backend,
+                            graph_dir=self.graph_dir, cadence=self.cadence,
                             history_step_s=self.history_step_s, cadence_tolerance_s=self.cadence_tolerance_s,
                             max_gap_s=self.max_gap_s, max_jump_m=self.max_jump_m,
                             confidence=self.publish_confidence,
@@ -168,6 +174,8 @@ def validate(values: dict[str, Any]) -> NodeParams:
             fail(name, "must be a non-empty frame id without a leading '/'")
     if merged["precision"] not in PRECISIONS:
         fail("precision", f"must be one of {tuple(PRECISIONS)}")
+    if merged["backend"] not in BACKENDS:
+        fail("backend", f"must be one of {BACKENDS}")
     if merged["cadence"] not in CADENCES:
         fail("cadence", f"must be one of {CADENCES}")
     device = str(merged["device"])
