@@ -33,13 +33,13 @@ class HalfStepGraph(torch.nn.Module):
 
     def __init__(self, model: GSDOCC) -> None:
         super().__init__()
-        self.graph = StepGraph(copy.deepcopy(model).half())
+        self.step = StepGraph(copy.deepcopy(model).half())
 
     def forward(self, images: torch.Tensor, camera_params: torch.Tensor, voxel_index: torch.Tensor,
                 history: torch.Tensor, history_ages: torch.Tensor, history_flow: torch.Tensor,
                 start_of_sequence: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Same signature as ``StepGraph.forward``; float tensors are cast at the boundary."""
-        outputs = self.graph(images.half(), camera_params.half(), voxel_index, history.half(), history_ages,
+        outputs = self.step(images.half(), camera_params.half(), voxel_index, history.half(), history_ages,
                              history_flow, start_of_sequence)
         return tuple(t.float() if t.is_floating_point() else t for t in outputs)
 

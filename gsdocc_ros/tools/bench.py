@@ -43,6 +43,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
+from gsdocc_ros.deploy.backends import BACKENDS
+from gsdocc_ros.deploy.bench_backends import compare_backends, format_backends
 from gsdocc_ros.model.config import ModelConfig
 from gsdocc_ros.model.reparam_conv3d import UniRepLKNetBlock
 from gsdocc_ros.pipeline.acceleration import compile_static_stages, to_channels_last
@@ -758,6 +760,15 @@ def command_line(args: argparse.Namespace) -> str:
     return " ".join(words)
 
 
+def _backends(text: str) -> list[str]:
+    """'onnxruntime,openvino' -> the backend names, each one of BACKENDS."""
+    names = text.split(",")
+    unknown = [name for name in names if name not in BACKENDS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown backend {unknown[0]!r}; choose from {', '.join(BACKENDS)}")
+    return names
+
+
 def _input_size(text: str) -> tuple[int, int]:
     """'HxW' -> (H, W), both positive multiples of 32 (the image backbone's stride)."""
     try:
@@ -822,6 +833,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "(reduce-overhead: CUDA graphs); the first warm-up step compiles")
     parser.add_argument("--threads", type=_positive, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--backend", type=_backends, default=["torch"], metavar="NAME[,NAME]",
+                        help="runtimes to compare with torch, interleaved A/B (gsdocc_ros.deploy.bench_backends): "
+                             f"{', '.join(BACKENDS)} (default torch: the stage-by-stage bench)")
+    parser.add_argument("--graph-dir", type=Path, default=None, metavar="DIR",
+                        help="`gsdocc export` folder the graph backends run (same --input-size and weights)")
     parser.set_defaults(func=run)
 
 
@@ -847,8 +863,17 @@ def run(args: argparse.Namespace) -> int:
         raise ToolError(f"{out} exists; pass --force to overwrite it")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    result = bench(args)
-    print(format_table(result))
+    if args.backend != ["torch"]:
+        if args.graph_dir is None:
+            raise ToolError("--backend other than torch needs --graph-dir (a `gsdocc export` folder)")
+        try:
+            result = compare_backends(args)
+        except ValueError as error:
+            raise ToolError(str(error)) from None
+        print(format_backends(result))
+    else:
+        result = bench(args)
+        print(format_table(result))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(f"wrote {out}")

@@ -1,6 +1,7 @@
 """Run the whole pipeline once, end to end, and show what came out: the job behind `make demo`.
 
   gsdocc demo [--checkpoint C] [--bag B] [--out DIR] [--device auto|cpu|cuda] [--rate R] [--keyframes N]
+              [--backend NAME --graph-dir DIR]
 
 Without --bag, a short six-camera bag of a synthetic street (`synthetic_scene`: nuScenes-like cameras, a moving
 ego, tf) is generated into OUT, with the scene's ground-truth occupancy. The occupancy node is started as a
@@ -42,6 +43,7 @@ import numpy as np
 from tqdm import tqdm
 
 import gsdocc_ros
+from gsdocc_ros.deploy.backends import BACKENDS
 from gsdocc_ros.pipeline.frames import CAMERA_NAMES, KEY_CAMERA
 from gsdocc_ros.pipeline.grid import FREE_INDEX
 from gsdocc_ros.ros.diagnostics import DiagnosticRules
@@ -103,10 +105,13 @@ def prepare_out(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def node_command(checkpoint: Path | None, device: str) -> list[str]:
+def node_command(checkpoint: Path | None, device: str, backend: str = "torch", graph_dir: Path | None = None
+                 ) -> list[str]:
     """The command line of the node process: `gsdocc node` with the demo's parameters."""
     params = [f"device:={device}"]
     params.append(f"checkpoint:={checkpoint.resolve()}" if checkpoint else "allow_random_weights:=true")
+    if backend != "torch":
+        params += [f"backend:={backend}", f"graph_dir:={graph_dir.resolve() if graph_dir else ''}"]
     return [sys.executable, "-m", "gsdocc_ros.tools.cli", "node", "--ros-args",
             *[arg for param in params for arg in ("-p", param)]]
 
@@ -441,6 +446,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="where the node runs the network (default: cuda when available)")
     parser.add_argument("--rate", type=float, help="replay speed factor (default: 1 on CUDA, "
                                                    f"{default_rate('cpu'):.3g} on CPU)")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch",
+                        help="runtime of the node's network (default torch; others need --graph-dir)")
+    parser.add_argument("--graph-dir", type=Path, help="`gsdocc export` folder for --backend other than torch")
     parser.add_argument("--keyframes", type=int, default=4,
                         help="camera sets (0.5 s apart) of the synthetic bag (default: %(default)s)")
     parser.set_defaults(func=run)
@@ -455,6 +463,8 @@ def run(args: argparse.Namespace) -> int:
         raise ToolError(f"--bag {args.bag} does not exist")
     if args.rate is not None and not args.rate > 0:
         raise ToolError(f"--rate must be positive, got {args.rate}")
+    if args.backend != "torch" and (args.graph_dir is None or not args.graph_dir.is_dir()):
+        raise ToolError(f"--backend {args.backend} needs --graph-dir, an existing `gsdocc export` folder")
     if args.keyframes < 1:
         raise ToolError(f"--keyframes must be at least 1, got {args.keyframes}")
     if args.bag is not None and args.out.resolve() in args.bag.resolve().parents:
@@ -476,7 +486,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         bag = args.bag
 
-    node = NodeProcess(node_command(args.checkpoint, device), args.out / "node.log")
+    node = NodeProcess(node_command(args.checkpoint, device, args.backend, args.graph_dir), args.out / "node.log")
     monitor = None
     node_end = "not stopped"
     try:

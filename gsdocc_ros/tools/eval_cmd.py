@@ -44,6 +44,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
+from gsdocc_ros.deploy.backends import BACKENDS
 from gsdocc_ros.pipeline.grid import FREE_INDEX, OCC3D_COLORS
 from gsdocc_ros.pipeline.metrics import OccupancyConfusion
 from gsdocc_ros.pipeline.ray_metrics import RayIoU, lidar_ray_directions, scene_ray_origins
@@ -529,7 +530,8 @@ def _run_ranked(args: argparse.Namespace, names: list[str], split: str | None, r
     try:
         model, source = load_model(args.checkpoint, ModelConfig(), trust_pickle=args.trust_pickle)
         # Official protocol: every keyframe is a history step, though CAM_FRONT keyframe gaps range 0.4-0.6 s.
-        runner = OccupancyRunner(model, RunnerConfig(device=device, precision=args.precision,
+        runner = OccupancyRunner(model, RunnerConfig(device=device, precision=args.precision, backend=args.backend,
+                                                     graph_dir=str(args.graph_dir or ""),
                                                      cadence_tolerance_s=0.2, confidence=False), source=source)
     except (ValueError, FileNotFoundError) as error:
         raise ToolError(str(error)) from None
@@ -570,6 +572,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     model_run.add_argument("--scenes", nargs="+", help="scene names to evaluate instead of the split")
     model_run.add_argument("--device", default="cpu", help="cpu or cuda (torchrun ranks use cuda:LOCAL_RANK)")
     model_run.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"), help="inference precision")
+    model_run.add_argument("--backend", default="torch", choices=BACKENDS,
+                           help="runtime of the network (default torch; others run --graph-dir's exported graph)")
+    model_run.add_argument("--graph-dir", type=Path, help="`gsdocc export` folder for --backend other than torch")
     model_run.add_argument("--save-predictions", action="store_true",
                      help=f"also write OUT/{PREDICTIONS_DIR}/<token>.npz (re-scorable with `gsdocc eval score`)")
     for sub, default in ((score, ["miou"]), (model_run, list(METRICS))):
