@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gsdocc_ros.deploy.backends import GraphBackend, open_backend
+from gsdocc_ros.deploy.backends import CUDA_ONLY, GraphBackend, open_backend
 from gsdocc_ros.deploy.manifest import DeployError, check_graph
 from gsdocc_ros.deploy.step_graph import GraphInputs
 from gsdocc_ros.model.gsdocc import GSDOCC, ModelInputs
@@ -28,7 +28,7 @@ class GraphStep:
         if not graph_dir:
             raise DeployError(f"backend {name!r} runs an exported graph: set graph_dir to a `gsdocc export` folder")
         self.manifest, graph = check_graph(Path(graph_dir), model, model.cfg)
-        if fp16 != (self.manifest.precision == "fp16") and name != "tensorrt":
+        if fp16 != (self.manifest.precision == "fp16") and name not in CUDA_ONLY:  # TensorRT builds fp16 from fp32
             raise DeployError(f"{graph_dir}: graph exported in {self.manifest.precision}, "
                               f"the runner asks for {'fp16' if fp16 else 'fp32'}")
         self.backend: GraphBackend = open_backend(name, graph, device, threads, fp16)
