@@ -59,7 +59,8 @@ class OnnxRuntimeBackend:
         if tensorrt:
             trt_options = {"device_id": device_id, "trt_fp16_enable": fp16, "trt_engine_cache_enable": True,
                            "trt_engine_cache_path": str(cache_dir or graph.parent), "trt_timing_cache_enable": True}
-            providers = [("TensorrtExecutionProvider", trt_options), ("CUDAExecutionProvider", {"device_id": device_id})]
+            providers = [("TensorrtExecutionProvider", trt_options),
+                         ("CUDAExecutionProvider", {"device_id": device_id})]
         elif device.startswith("cuda"):
             providers = [("CUDAExecutionProvider", {"device_id": device_id})]
         else:

@@ -91,7 +91,8 @@ class OccupancyNode(Node):
         if not p.checkpoint:
             self.get_logger().error("*** RUNNING ON RANDOM WEIGHTS: the occupancy output is meaningless "
                                     "(allow_random_weights is set; give 'checkpoint' for real output) ***")
-        self.get_logger().info(f"model: {source} on {self.runner.device} ({p.precision}, cadence {p.cadence})")
+        self.get_logger().info(f"model: {source} on {self.runner.device} ({p.precision}, cadence {p.cadence}, "
+                               f"backend {p.backend}{' ' + p.graph_dir if p.graph_dir else ''})")
 
         self.counters: Counter[str] = Counter()
         self.stage_ms: dict[str, float] = {}

@@ -18,7 +18,8 @@ from deploy_data import REDUCED_GEOMETRY
 
 NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 RUNTIMES = [("onnxruntime", "cpu"), ("openvino", "cpu"),
-            pytest.param("onnxruntime", "cuda", marks=NO_CUDA), pytest.param("onnxruntime-tensorrt", "cuda", marks=NO_CUDA),
+            pytest.param("onnxruntime", "cuda", marks=NO_CUDA),
+            pytest.param("onnxruntime-tensorrt", "cuda", marks=NO_CUDA),
             pytest.param("tensorrt", "cuda", marks=NO_CUDA)]
 LOGITS_ATOL = 1e-4
 LABELS_EQUAL = 0.9999
