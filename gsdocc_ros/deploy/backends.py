@@ -43,12 +43,40 @@ def import_runtime(package: str, backend: str):  # noqa: ANN201 (a module)
                           f"({error}); install {PIN[package]}") from None
 
 
-class OnnxRuntimeBackend:
-    """ONNX Runtime on the CPU, CUDA or TensorRT execution provider.
+def serial_scatter(graph: Path) -> bytes:
+    """The graph with each ScatterND(add) along rows rewritten as the equivalent ScatterElements(add).
 
-    The CPU session runs the graph's one ScatterND (the splat, reduction add) correctly only with one intra-op
-    thread (ORT adds duplicate indices from several threads without synchronisation, deployment_notes.md), so
-    ``threads`` above one are used between operators rather than inside them (inter-op parallelism).
+    ONNX Runtime's CPU ScatterND adds duplicate indices from several threads without synchronisation (wrong sums,
+    measured: benchmarks/README.md); its ScatterElements adds them in order. The splat scatters rows: ScatterND
+    data [V,C], indices [K,1], updates [K,C] equals ScatterElements(data, indices expanded to [K,C], updates,
+    axis 0). The file on disk (checked against the manifest) is left as it is; the session gets the rewrite.
+    """
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(graph))
+    nodes = []
+    for node in model.graph.node:
+        reduction = next((attribute.s for attribute in node.attribute if attribute.name == "reduction"), b"none")
+        if node.op_type != "ScatterND" or reduction != b"add":
+            nodes.append(node)
+            continue
+        data, indices, updates = node.input
+        shape, expanded = f"{node.name}/updates_shape", f"{node.name}/indices_expanded"
+        nodes += [helper.make_node("Shape", [updates], [shape]),
+                  helper.make_node("Expand", [indices, shape], [expanded]),  # [K,1] -> [K,C]
+                  helper.make_node("ScatterElements", [data, expanded, updates], list(node.output), axis=0,
+                                   reduction="add", name=f"{node.name}/elements")]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model.SerializeToString()
+
+
+class OnnxRuntimeBackend:
+    """ONNX Runtime on the CPU, CUDA or TensorRT execution provider, ``threads`` intra-op threads on the CPU.
+
+    On the CPU the splat's ScatterND runs as ScatterElements (``serial_scatter``), the one form ONNX Runtime
+    sums correctly with several threads.
     """
 
     def __init__(self, graph: Path, device: str = "cpu", threads: int = 1, tensorrt: bool = False,
@@ -71,11 +99,9 @@ class OnnxRuntimeBackend:
                               f"(available: {', '.join(ort.get_available_providers())})")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = threads
-        if threads > 1:
-            options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
-        self.session = ort.InferenceSession(str(graph), options, providers=providers)
+        options.intra_op_num_threads = threads
+        source = serial_scatter(graph) if wanted == "CPUExecutionProvider" else str(graph)
+        self.session = ort.InferenceSession(source, options, providers=providers)
         if self.session.get_providers()[0] != wanted:  # ORT falls back to the CPU when a provider fails to load
             raise DeployError(f"backend {self.name!r}: onnxruntime did not start {wanted} "
                               f"(session runs on {self.session.get_providers()[0]})")
