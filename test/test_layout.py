@@ -1,6 +1,6 @@
 """The package's layering, checked on its source: what may import what, no import circle, files of a readable size.
 
-- model/, pipeline/, io/, evaluation/ and viz/ are ROS-free: they import neither rclpy nor any ROS message or
+- model/, pipeline/, io/, evaluation/, viz/ and deploy/ are ROS-free: they import neither rclpy nor any ROS message or
   interface package, statically or when imported (only ros/ and the tools' lazily imported verbs touch ROS);
 - no subcommand module of tools/ imports another (the dispatcher, cli.py, loads them by name);
 - no circle in the graph of module-level imports between gsdocc_ros modules;
@@ -17,7 +17,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "gsdocc_ros"
-ROS_FREE = ("model", "pipeline", "io", "evaluation", "viz")
+ROS_FREE = ("model", "pipeline", "io", "evaluation", "viz", "deploy")
 MAX_LINES = 400
 ROS_PACKAGES = ("rclpy", "rcl_interfaces", "builtin_interfaces", "rosidl_runtime_py", "tf2_ros", "message_filters",
                 "rosgraph_msgs", "cv_bridge", "sensor_msgs_py", "launch", "launch_ros")

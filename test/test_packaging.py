@@ -40,6 +40,11 @@ a ROS package's key is its own name."""
 NO_ROSDEP_KEY = {"mcap": "the tests' independent reader of .mcap files (rosdistro has no key; requirements.txt pins it)"}
 """Test-only modules rosdep cannot name, with why each is needed; scripts/setup.sh installs them with pip."""
 
+OPTIONAL_DEPLOYMENT = {"onnx", "onnxscript", "onnxruntime", "openvino", "tensorrt"}
+"""Modules of `gsdocc export` and the graph backends (gsdocc_ros/deploy), imported only when asked for: the node runs
+without them, so package.xml does not declare them (requirements.txt pins the CPU ones; TensorRT comes with the
+target's NVIDIA stack)."""
+
 NOT_IMPORTED = {"python3-pytest-timeout": "pytest.ini"}
 """Keys no import shows, with the file that needs each (pytest.ini's `timeout` is a pytest-timeout option)."""
 
@@ -74,7 +79,7 @@ def _python_needs(paths: list[Path], local: set[str]) -> dict[str, set[str]]:
     """rosdep key -> the files among ``paths`` needing it; the standard library, gsdocc_ros and ``local`` left out."""
     needs: dict[str, set[str]] = {}
     for path in paths:
-        for name in _needed_names(path) - set(sys.stdlib_module_names) - local - {"gsdocc_ros"}:
+        for name in _needed_names(path) - set(sys.stdlib_module_names) - local - {"gsdocc_ros"} - OPTIONAL_DEPLOYMENT:
             needs.setdefault(PYTHON_KEYS.get(name, name), set()).add(str(path.relative_to(REPO)))
     return needs
 

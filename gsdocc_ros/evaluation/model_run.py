@@ -63,6 +63,9 @@ class ModelRun:
     save_dir: Path | None = None
     """Where each keyframe's prediction is written as <token>.npz (with its pose), when set."""
     allow_missing_gt: bool = False
+    backend: str = "torch"
+    """Runtime of the network (pipeline.choices.BACKENDS); the others run ``graph_dir``'s exported graph."""
+    graph_dir: str = ""
 
 
 def run_model(spec: ModelRun, rank: int = 0, world_size: int = 1) -> tuple[EvalOutcome, ModelPredictor, str]:
@@ -85,6 +88,7 @@ def run_model(spec: ModelRun, rank: int = 0, world_size: int = 1) -> tuple[EvalO
         model, source = load_model(spec.checkpoint, ModelConfig(), trust_pickle=spec.trust_pickle)
         # Official protocol: every keyframe is a history step, though CAM_FRONT keyframe gaps range 0.4-0.6 s.
         runner = OccupancyRunner(model, RunnerConfig(device=spec.device, precision=spec.precision,
+                                                     backend=spec.backend, graph_dir=spec.graph_dir,
                                                      cadence_tolerance_s=0.2, confidence=False), source=source)
     except (ValueError, FileNotFoundError) as error:
         raise ToolError(str(error)) from None

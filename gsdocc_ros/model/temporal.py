@@ -95,17 +95,20 @@ def feat_to_bev(grid: GridConfig, device: torch.device | str = "cpu") -> Tensor:
     return matrix
 
 
-def warp_history(history: Tensor, curr_to_prev_ego: Tensor, bda_prev: Tensor, bda_curr: Tensor,
-                 grid: GridConfig) -> Tensor:
-    """Resample history [B,C,Y,X] from the previous into the current ego frame (bilinear, zeros outside).
+def history_flow(curr_to_prev_ego: Tensor, bda_prev: Tensor, bda_curr: Tensor, grid: GridConfig) -> Tensor:
+    """[B,4,4] float32 map from current BEV cell index to previous cell index, composed in float64.
 
     curr_to_prev_ego [B,4,4] maps current ego coordinates to previous ones; bda_prev / bda_curr [B,4,4] are the
-    BEV augmentations. The 4x4 chain is composed in float64, then cast to float32.
+    BEV augmentations. Computed outside an exported graph: ONNX has no matrix inverse.
     """
+    feat2bev = feat_to_bev(grid, curr_to_prev_ego.device)
+    return (inverse(feat2bev) @ bda_prev.double() @ curr_to_prev_ego.double()
+            @ inverse(bda_curr.double()) @ feat2bev).float()  # [B,4,4]
+
+
+def warp_with_flow(history: Tensor, flow: Tensor) -> Tensor:
+    """Resample history [B,C,Y,X] at the cells flow [B,4,4] maps each current cell to (bilinear, zeros outside)."""
     B, _, Y, X = history.shape
-    feat2bev = feat_to_bev(grid, history.device)
-    flow = (inverse(feat2bev) @ bda_prev.double() @ curr_to_prev_ego.double()
-            @ inverse(bda_curr.double()) @ feat2bev).float()  # [B,4,4] current index -> previous index
     iy, ix = torch.meshgrid(torch.arange(Y, dtype=torch.float32, device=history.device),
                             torch.arange(X, dtype=torch.float32, device=history.device), indexing="ij")
     ones = torch.ones_like(ix)
@@ -116,7 +119,17 @@ def warp_history(history: Tensor, curr_to_prev_ego: Tensor, bda_prev: Tensor, bd
     return warped.to(history.dtype)  # [B,C,Y,X]
 
 
-def _bda_to_4x4(bda: Tensor) -> Tensor:
+def warp_history(history: Tensor, curr_to_prev_ego: Tensor, bda_prev: Tensor, bda_curr: Tensor,
+                 grid: GridConfig) -> Tensor:
+    """Resample history [B,C,Y,X] from the previous into the current ego frame (bilinear, zeros outside).
+
+    curr_to_prev_ego [B,4,4] maps current ego coordinates to previous ones; bda_prev / bda_curr [B,4,4] are the
+    BEV augmentations. The 4x4 chain is composed in float64, then cast to float32.
+    """
+    return warp_with_flow(history, history_flow(curr_to_prev_ego, bda_prev, bda_curr, grid))
+
+
+def bda_to_4x4(bda: Tensor) -> Tensor:
     """bda [B,3,3] -> [B,4,4] float64 with no translation."""
     out = torch.eye(4, dtype=torch.float64, device=bda.device).repeat(bda.shape[0], 1, 1)
     out[:, :3, :3] = bda.double()
@@ -145,7 +158,7 @@ def fuse_history(curr_bev: Tensor, cache: TemporalCache, curr_to_prev_ego: Tenso
     if tuple(bda.shape) != (B, 3, 3):
         raise ValueError(f"fuse_history: bda must be [{B},3,3], got {list(bda.shape)}")
     N = cache.num_frames
-    bda_curr = _bda_to_4x4(bda)  # [B,4,4]
+    bda_curr = bda_to_4x4(bda)  # [B,4,4]
     start = start_of_sequence or cache.is_empty
     if start:
         history = curr_bev.repeat(1, N, 1, 1)  # [B,N*C,Y,X] current frame in every slot
@@ -153,13 +166,27 @@ def fuse_history(curr_bev: Tensor, cache: TemporalCache, curr_to_prev_ego: Tenso
         bda_prev = bda_curr
     else:
         history, ages, bda_prev = cache.history(curr_bev, elapsed_steps)
-    warped = warp_history(history, curr_to_prev_ego, bda_prev, bda_curr, cache.grid)  # [B,N*C,Y,X]
+    flow = history_flow(curr_to_prev_ego, bda_prev, bda_curr, cache.grid)  # [B,4,4]
+    fused, slots, slot_ages = fuse_slots(curr_bev, history, ages, flow, time_conv, cat_conv, step_s)
+    if commit:
+        cache.store(slots, slot_ages, bda_curr, start)
+    return fused
+
+
+def fuse_slots(curr_bev: Tensor, history: Tensor, ages: Tensor, flow: Tensor, time_conv: nn.Module,
+               cat_conv: nn.Module, step_s: float) -> tuple[Tensor, Tensor, Tensor]:
+    """The fusion arithmetic, free of Python control flow (the exported graph runs it too).
+
+    curr_bev [B,C,Y,X], history [B,N*C,Y,X] in the last committed ego frame, ages [B,N] in steps, flow [B,4,4]
+    (``history_flow``) -> (fused [B,256,Y,X], the next history slots [B,N,C,Y,X] (current frame first, the
+    oldest dropped), their ages [B,N]).
+    """
+    B, C, Y, X = curr_bev.shape
+    N = ages.shape[1]
+    warped = warp_with_flow(history, flow)  # [B,N*C,Y,X]
     slots = torch.cat([curr_bev, warped], dim=1).view(B, N + 1, C, Y, X)  # order [t, t-1, ..., t-N]
     slot_ages = torch.cat([ages.new_zeros(B, 1), ages], dim=1)  # [B,N+1]
     time = (slot_ages * step_s).to(curr_bev.dtype).view(B, N + 1, 1, 1, 1).expand(B, N + 1, 1, Y, X)
     feats = torch.cat([slots, time], dim=2).flatten(0, 1)  # [B*(N+1),C+1,Y,X]
     feats = time_conv(feats).reshape(B, -1, Y, X)  # [B,(N+1)*C,Y,X], channel = slot*C + c
-    fused = cat_conv(feats)  # [B,256,Y,X]
-    if commit:
-        cache.store(slots[:, :N], slot_ages[:, :N], bda_curr, start)
-    return fused
+    return cat_conv(feats), slots[:, :N], slot_ages[:, :N]  # [B,256,Y,X], [B,N,C,Y,X], [B,N]

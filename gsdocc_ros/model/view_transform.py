@@ -139,26 +139,40 @@ def bev_pool(depth: Tensor, context: Tensor, indices: PoolIndices, size_xyz: tup
     return out.view(batch, size_y, size_x, size_z, channels).permute(0, 4, 1, 2, 3)  # (B, C, Y, X, Z)
 
 
-def bev_pool_scatter(depth: Tensor, context: Tensor, points: Tensor, lower: Tensor, interval: Tensor,
-                     size_xyz: tuple[int, int, int]) -> Tensor:
-    """Splat with a fixed-size scatter: no data-dependent shapes, so no host-device sync on CUDA.
+def scatter_index(points: Tensor, lower: Tensor, interval: Tensor, size_xyz: tuple[int, int, int]) -> Tensor:
+    """Voxel rank (B, N, D, H, W) of each frustum point (B, N, D, H, W, 3), outside points -> B*Y*X*Z (dropped)."""
+    ranks, inside = voxel_ranks(points, lower, interval, size_xyz)
+    return torch.where(inside, ranks, points.shape[0] * math.prod(size_xyz))  # (B, N, D, H, W)
 
-    depth (B,N,D,H,W), context (B,N,C,H,W), points (B,N,D,H,W,3) key-ego metres -> (B,C,Y,X,Z) float32 sums, a
-    permuted view like ``bev_pool``'s. Points outside the grid go to one extra voxel that is dropped. Holds a
-    (B*N*D*H*W, C) float32 product for a moment (119 MB at 256x704).
+
+def splat_scatter(depth: Tensor, context: Tensor, voxel: Tensor, size_xyz: tuple[int, int, int]) -> Tensor:
+    """Add every frustum point into its voxel with one fixed-size ``index_add_`` (exports as ScatterND add).
+
+    depth (B,N,D,H,W), context (B,N,C,H,W), voxel (B,N,D,H,W) from ``scatter_index`` -> (B,C,Y,X,Z) float32 sums,
+    a permuted view like ``bev_pool``'s. Holds a (B*N*D*H*W, C) float32 product (119 MB at 256x704).
     """
     batch, cams, depth_bins, height, width = depth.shape
     channels = context.shape[2]
     size_x, size_y, size_z = size_xyz
     num_voxels = batch * size_y * size_x * size_z
     with torch.autocast(device_type=depth.device.type, enabled=False):
-        ranks, inside = voxel_ranks(points, lower, interval, size_xyz)
-        voxel = torch.where(inside, ranks, num_voxels)  # (B, N, D, H, W), outside -> the extra voxel
         feats = context.float().permute(0, 1, 3, 4, 2).reshape(batch * cams, 1, height * width, channels)
         weighted = depth.float().reshape(batch * cams, depth_bins, height * width, 1) * feats  # (B*N, D, H*W, C)
         out = torch.zeros(num_voxels + 1, channels, dtype=torch.float32, device=depth.device)
         out.index_add_(0, voxel.reshape(-1), weighted.reshape(-1, channels))  # (B*Y*X*Z + 1, C)
     return out[:-1].view(batch, size_y, size_x, size_z, channels).permute(0, 4, 1, 2, 3)  # (B, C, Y, X, Z)
+
+
+def bev_pool_scatter(depth: Tensor, context: Tensor, points: Tensor, lower: Tensor, interval: Tensor,
+                     size_xyz: tuple[int, int, int]) -> Tensor:
+    """Splat with a fixed-size scatter: no data-dependent shapes, so no host-device sync on CUDA.
+
+    depth (B,N,D,H,W), context (B,N,C,H,W), points (B,N,D,H,W,3) key-ego metres -> (B,C,Y,X,Z) float32 sums, a
+    permuted view like ``bev_pool``'s. Points outside the grid go to one extra voxel that is dropped.
+    """
+    with torch.autocast(device_type=depth.device.type, enabled=False):
+        voxel = scatter_index(points, lower, interval, size_xyz)  # (B, N, D, H, W)
+    return splat_scatter(depth, context, voxel, size_xyz)
 
 
 def bev_pool_reference(depth: Tensor, context: Tensor, points: Tensor, grid: GridConfig) -> Tensor:

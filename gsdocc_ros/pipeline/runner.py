@@ -118,6 +118,14 @@ class OccupancyRunner:
         if self.model.forward_projection.splat != splat:  # the execution form of the lifting, built for this device
             self.model.forward_projection = self.model.forward_projection.rebuilt(splat)
         self.model_config: ModelConfig = model.cfg
+        self.graph = None  # the exported graph's runtime, or None for the torch modules
+        if config.backend != "torch":
+            from gsdocc_ros.deploy.graph_runner import GraphStep
+
+            if self.device_warning is not None:
+                raise ValueError(f"backend {config.backend!r}: {self.device_warning.split(';')[0]}")
+            self.graph = GraphStep(self.model, config.backend, config.graph_dir, str(self.device),
+                                   torch.get_num_threads(), fp16=config.precision == "fp16")
         self.geometry = model.cfg.occupancy.geometry
         self.source = source
         self.cache = TemporalCache(self.model_config.history_frames, self.model_config.grid)
@@ -225,9 +233,13 @@ class OccupancyRunner:
         inputs = self.prepare_inputs(frames)
         t1 = time.perf_counter()
         with torch.inference_mode(), self._autocast():
-            logits = self.model(inputs, self.cache, self._upload("motion", motion)[None],
-                                start_of_sequence=start, commit=commit, elapsed_steps=elapsed)
-            labels, confidence = logits_to_labels(logits.float())  # [1,X,Y,Z]
+            motion_t = self._upload("motion", motion)[None]  # [1,4,4] float64
+            if self.graph is None:
+                logits = self.model(inputs, self.cache, motion_t, start_of_sequence=start, commit=commit,
+                                    elapsed_steps=elapsed)
+                labels, confidence = logits_to_labels(logits.float())  # [1,X,Y,Z]
+            else:
+                labels, confidence = self.graph(inputs, self.cache, motion_t, start, commit, elapsed)
             if self.config.confidence:
                 result = torch.stack([labels[0], (confidence[0] * 255).round().to(torch.uint8)])  # [2,X,Y,Z]
             else:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gsdocc_ros.pipeline.choices import CADENCES, IMAGE_FITS, PRECISION_NAMES, PREPROCESSORS, SPLATS
+from gsdocc_ros.pipeline.choices import BACKENDS, CADENCES, IMAGE_FITS, PRECISION_NAMES, PREPROCESSORS, SPLATS
 from gsdocc_ros.pipeline.settings import SettingError, check_settings, setting
 
 DEVICE_PATTERN = r"cpu|cuda(:\d+)?"
@@ -50,6 +50,13 @@ class RunnerConfig:
                          "(fastest on a CPU, but building them reads sizes back from the device); scatter, one "
                          "fixed-size index_add that never makes the host wait for a GPU; auto: scatter on CUDA, "
                          "indices on CPU.", choices=SPLATS)
+
+    backend: str = setting("torch", "Runtime of the network: torch, or onnxruntime, onnxruntime-tensorrt, openvino, "
+                           "tensorrt on graph_dir's graph.", choices=BACKENDS)
+    """torch: the model's own modules; the others run the graph `gsdocc export` wrote into graph_dir, with the same
+    temporal cache decisions (gsdocc_ros.deploy)."""
+    graph_dir: str = setting("", "Folder written by `gsdocc export` (ONNX graph + manifest); needed by every backend "
+                             "but torch.", note="a `gsdocc export` folder, or empty with backend torch")
 
     def __post_init__(self) -> None:
         check_settings(self)

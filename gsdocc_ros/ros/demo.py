@@ -75,10 +75,13 @@ def prepare_out(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def node_command(checkpoint: Path | None, device: str) -> list[str]:
+def node_command(checkpoint: Path | None, device: str, backend: str = "torch", graph_dir: Path | None = None
+                 ) -> list[str]:
     """The command line of the node process: `gsdocc node` with the demo's parameters."""
     params = [f"device:={device}"]
     params.append(f"checkpoint:={checkpoint.resolve()}" if checkpoint else "allow_random_weights:=true")
+    if backend != "torch":
+        params += [f"backend:={backend}", f"graph_dir:={graph_dir.resolve() if graph_dir else ''}"]
     return [sys.executable, "-m", "gsdocc_ros.tools.cli", "node", "--ros-args",
             *[arg for param in params for arg in ("-p", param)]]
 
@@ -344,7 +347,7 @@ def summarise(result: DemoResult, checkpoint: Path | None, synthetic: bool, bag:
 
 
 def run_demo(out: Path, checkpoint: Path | None, bag: Path | None, device: str, rate: float | None,
-             keyframes: int) -> dict:
+             keyframes: int, backend: str = "torch", graph_dir: Path | None = None) -> dict:
     """The whole demo into ``out`` (already prepared); returns the summary, also written to OUT/summary.json.
 
     ``bag`` None generates the synthetic street (``keyframes`` camera sets) with its ground truth; ``rate`` None
@@ -362,7 +365,7 @@ def run_demo(out: Path, checkpoint: Path | None, bag: Path | None, device: str, 
     else:
         played = bag
 
-    node = NodeProcess(node_command(checkpoint, device), out / "node.log")
+    node = NodeProcess(node_command(checkpoint, device, backend, graph_dir), out / "node.log")
     monitor = None
     node_end = "not stopped"
     try:

@@ -96,7 +96,8 @@ class OccupancyNode(Node):
         if not p.checkpoint:
             self.get_logger().error("*** RUNNING ON RANDOM WEIGHTS: the occupancy output is meaningless "
                                     "(allow_random_weights is set; give 'checkpoint' for real output) ***")
-        self.get_logger().info(f"model: {source} on {self.runner.device} ({p.precision}, cadence {p.cadence})")
+        self.get_logger().info(f"model: {source} on {self.runner.device} ({p.precision}, cadence {p.cadence}, "
+                               f"backend {p.backend}{' ' + p.graph_dir if p.graph_dir else ''})")
         if len(p.cameras) != len(CAMERA_NAMES):
             self.get_logger().warning(f"{len(p.cameras)} cameras {list(p.cameras)}: the network was trained on the six "
                                       "nuScenes views only; expect lower accuracy, most where this rig's views "

@@ -22,8 +22,8 @@ from gsdocc_ros.pipeline.grid import CLASS_NAMES
 from gsdocc_ros.pipeline.runner_config import RunnerConfig
 from gsdocc_ros.pipeline.settings import Limits, SettingError, check_settings, setting
 
-RUNNER_SETTINGS = ("device", "precision", "image_fit", "cadence", "history_step_s", "cadence_tolerance_s",
-                   "max_gap_s", "max_jump_m")
+RUNNER_SETTINGS = ("device", "precision", "backend", "graph_dir", "image_fit", "cadence", "history_step_s",
+                   "cadence_tolerance_s", "max_gap_s", "max_jump_m")
 """Parameters that are RunnerConfig fields of the same name: declared (limits, description) there, once."""
 
 
@@ -74,6 +74,8 @@ class NodeParams:
                                  "only for files you trust).")
     device: str = runner_setting("device", "cuda")
     precision: str = runner_setting("precision")
+    backend: str = runner_setting("backend")
+    graph_dir: str = runner_setting("graph_dir")
     input_height: int = setting(256, "Network input height per camera (256 or 512 for the official configs).",
                                 multiple_of=32)
     input_width: int = setting(704, "Network input width per camera (704 or 1408 for the official configs).",

@@ -27,7 +27,7 @@ from pathlib import Path
 from gsdocc_ros.benchmark.config import (DEFAULT_LABELS, DEFAULT_SCENE, OFFICIAL_SIZES, BenchConfig, count,
                                          input_size, positive)
 from gsdocc_ros.errors import ToolError
-from gsdocc_ros.pipeline.choices import PRECISION_NAMES, PREPROCESSORS, SPLATS
+from gsdocc_ros.pipeline.choices import BACKENDS, PRECISION_NAMES, PREPROCESSORS, SPLATS
 
 VERB = "bench"
 
@@ -69,7 +69,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "(reduce-overhead: CUDA graphs); the first warm-up step compiles")
     parser.add_argument("--threads", type=positive, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--backend", type=_backends, default=["torch"], metavar="NAME[,NAME]",
+                        help="runtimes to compare with torch, interleaved A/B (gsdocc_ros.deploy.bench_backends): "
+                             f"{', '.join(BACKENDS)} (default torch: the stage-by-stage bench)")
+    parser.add_argument("--graph-dir", type=Path, default=None, metavar="DIR",
+                        help="`gsdocc export` folder the graph backends run (same --input-size and weights)")
     parser.set_defaults(func=run)
+
+
+def _backends(text: str) -> list[str]:
+    """'onnxruntime,openvino' -> the backend names, each one of BACKENDS."""
+    names = text.split(",")
+    unknown = [name for name in names if name not in BACKENDS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown backend {unknown[0]!r}; choose from {', '.join(BACKENDS)}")
+    return names
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,6 +111,19 @@ def run(args: argparse.Namespace) -> int:
     out = args.json or Path("out") / f"bench-{args.device}-{args.precision}-{height}x{width}.json"
     if out.exists() and not args.force:
         raise ToolError(f"{out} exists; pass --force to overwrite it")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.backend != ["torch"]:
+        from gsdocc_ros.deploy.bench_backends import compare_backends, format_backends
+
+        if args.graph_dir is None:
+            raise ToolError("--backend other than torch needs --graph-dir (a `gsdocc export` folder)")
+        try:
+            result = compare_backends(args)
+        except ValueError as error:
+            raise ToolError(str(error)) from None
+        print(format_backends(result))
+        return _write(result, out)
     config = BenchConfig(device=args.device, precision=args.precision, input_size=args.input_size, runs=args.runs,
                          warmup=args.warmup, checkpoint=args.checkpoint, seed=args.seed, scene=args.scene,
                          labels=labels, decoder=args.decoder or DEFAULT_JPEG_DECODER, preprocess=args.preprocess,
@@ -104,6 +131,11 @@ def run(args: argparse.Namespace) -> int:
                          threads=args.threads, quiet=args.quiet)
     result = bench(config)
     print(format_table(result))
+    return _write(result, out)
+
+
+def _write(result: dict, out: Path) -> int:
+    """Write the result JSON and say where; the exit code 0."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(f"wrote {out}")

@@ -1,6 +1,7 @@
 """Run the whole pipeline once, end to end, and show what came out: the job behind `make demo`.
 
   gsdocc demo [--checkpoint C] [--bag B] [--out DIR] [--device auto|cpu|cuda] [--rate R] [--keyframes N]
+              [--backend NAME --graph-dir DIR]
 
 Without --bag, a short six-camera bag of a synthetic street (nuScenes-like cameras, a moving ego, tf) is
 generated into OUT, with the scene's ground-truth occupancy. The occupancy node is started as a separate process
@@ -26,6 +27,7 @@ import sys
 from pathlib import Path
 
 from gsdocc_ros.errors import ToolError
+from gsdocc_ros.pipeline.choices import BACKENDS
 
 VERB = "demo"
 
@@ -47,6 +49,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="where the node runs the network (default: cuda when available)")
     parser.add_argument("--rate", type=float, help="replay speed factor (default: 1 on CUDA; on CPU slow enough that "
                                                    "every keyframe is inferred)")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch",
+                        help="runtime of the node's network (default torch; others need --graph-dir)")
+    parser.add_argument("--graph-dir", type=Path, help="`gsdocc export` folder for --backend other than torch")
     parser.add_argument("--keyframes", type=int, default=4,
                         help="camera sets (0.5 s apart) of the synthetic bag (default: %(default)s)")
     parser.set_defaults(func=run)
@@ -60,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         raise ToolError(f"--bag {args.bag} does not exist")
     if args.rate is not None and not args.rate > 0:
         raise ToolError(f"--rate must be positive, got {args.rate}")
+    if args.backend != "torch" and (args.graph_dir is None or not args.graph_dir.is_dir()):
+        raise ToolError(f"--backend {args.backend} needs --graph-dir, an existing `gsdocc export` folder")
     if args.keyframes < 1:
         raise ToolError(f"--keyframes must be at least 1, got {args.keyframes}")
     if args.bag is not None and args.out.resolve() in args.bag.resolve().parents:
@@ -71,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     prepare_out(args.out)
     if args.checkpoint is None:
         print(RANDOM_WEIGHTS_BANNER, file=sys.stderr)
-    summary = run_demo(args.out, args.checkpoint, args.bag, device, args.rate, args.keyframes)
+    summary = run_demo(args.out, args.checkpoint, args.bag, device, args.rate, args.keyframes, args.backend,
+                       args.graph_dir)
     print_summary(summary, args.out)
     return 0
 

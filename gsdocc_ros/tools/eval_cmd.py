@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from gsdocc_ros.errors import ToolError
+from gsdocc_ros.pipeline.choices import BACKENDS
 
 VERB = "eval"
 PREDICTIONS_DIR = "predictions"
@@ -113,7 +114,8 @@ def _run(args: argparse.Namespace) -> int:
     rank, world_size, device = init_distributed(args.device)
     spec = ModelRun(args.dataroot, args.version, list(args.scenes or splits[split]), args.gt, args.checkpoint,
                     device, args.precision, args.trust_pickle, "rayiou" in args.metric, args.ray_poses,
-                    args.out / PREDICTIONS_DIR if args.save_predictions else None, args.allow_missing)
+                    args.out / PREDICTIONS_DIR if args.save_predictions else None, args.allow_missing,
+                    args.backend, str(args.graph_dir or ""))
     try:
         outcome, predictor, source = run_model(spec, rank, world_size)
     finally:
@@ -155,6 +157,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     model_run.add_argument("--scenes", nargs="+", help="scene names to evaluate instead of the split")
     model_run.add_argument("--device", default="cpu", help="cpu or cuda (torchrun ranks use cuda:LOCAL_RANK)")
     model_run.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"), help="inference precision")
+    model_run.add_argument("--backend", default="torch", choices=BACKENDS,
+                           help="runtime of the network (default torch; others run --graph-dir's exported graph)")
+    model_run.add_argument("--graph-dir", type=Path, help="`gsdocc export` folder for --backend other than torch")
     model_run.add_argument("--save-predictions", action="store_true",
                      help=f"also write OUT/{PREDICTIONS_DIR}/<token>.npz (re-scorable with `gsdocc eval score`)")
     for sub, default in ((score, ["miou"]), (model_run, list(METRICS))):

@@ -75,6 +75,7 @@ def test_descriptors_carry_ranges_and_choices() -> None:
     ("image_types", ["jpeg"] * 6, "'compressed' or 'raw'"),
     ("device", "tpu", "cpu, cuda or cuda:N"),
     ("precision", "int8", "must be one of"),
+    ("backend", "tflite", "must be one of"),
     ("cadence", "sometimes", "must be one of"),
     ("sync_slop_s", -0.1, "positive"),
     ("max_gap_s", float("nan"), "positive finite"),
