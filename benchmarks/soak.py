@@ -177,7 +177,8 @@ def account(published: int, cameras: int, counters: dict[str, int]) -> dict[str,
     drops = {str(name): counters.get(name, 0) for name in SET_OUTCOMES if name != NodeCounter.GRIDS_OUT}
     sets_in, sets_out = counters.get(NodeCounter.SETS_IN, 0), counters.get(NodeCounter.SYNC_SETS_OUT, 0)
     # messages still queued in the synchroniser: incomplete sets of the last periods that nothing will complete
-    received, dropped = counters.get(NodeCounter.SYNC_MESSAGES_IN, 0), counters.get(NodeCounter.SYNC_MESSAGES_DROPPED, 0)
+    received = counters.get(NodeCounter.SYNC_MESSAGES_IN, 0)
+    dropped = counters.get(NodeCounter.SYNC_MESSAGES_DROPPED, 0)
     pending = received - cameras * sets_out - dropped
     result = {
         "sets_published": published,

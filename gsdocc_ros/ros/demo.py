@@ -164,7 +164,8 @@ class Monitor:
             if status.name == NODE_NAME:
                 report = DiagnosticsReport({kv.key: kv.value for kv in status.values}, time.monotonic())
                 with self.lock:
-                    if self.diagnostics is None or report.counter(NodeCounter.GRIDS_OUT) > self.diagnostics.counter(NodeCounter.GRIDS_OUT):
+                    grids, previous = report.counter(NodeCounter.GRIDS_OUT), self.diagnostics
+                    if previous is None or grids > previous.counter(NodeCounter.GRIDS_OUT):
                         self.stage_history.append(report.stages_ms())
                     self.diagnostics = report
 

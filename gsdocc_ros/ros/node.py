@@ -113,7 +113,8 @@ class OccupancyNode(Node):
         self._closed = False
         self._decoders = image_decode.decode_executor(len(p.cameras))
         self.prefetcher: Prefetcher[_CameraSet, _PreparedSet] = Prefetcher(
-            self._prepare, self._infer, self._on_error, on_drop=lambda stage: self._count(NodeCounter.SETS_DROPPED_BUSY))
+            self._prepare, self._infer, self._on_error,
+            on_drop=lambda stage: self._count(NodeCounter.SETS_DROPPED_BUSY))
         self._last_stamp_ns: int | None = None
         self._reported: dict[str, int] = {}
         self._reported_stale: frozenset[int] = frozenset()
@@ -295,9 +296,9 @@ class OccupancyNode(Node):
             return k
         sy, sx = image_hw[0] / info_hw[0], image_hw[1] / info_hw[1]
         if abs(sx - sy) > 0.01 * max(sx, sy):
-            raise SetRejected(NodeCounter.IMAGE_SIZE_MISMATCH, f"{camera}: image is {image_hw[1]}x{image_hw[0]} but its "
-                                                     f"CameraInfo says {info_hw[1]}x{info_hw[0]} (not a uniform "
-                                                     "resize, so the intrinsics cannot be adapted)")
+            raise SetRejected(NodeCounter.IMAGE_SIZE_MISMATCH,
+                              f"{camera}: image is {image_hw[1]}x{image_hw[0]} but its CameraInfo says "
+                              f"{info_hw[1]}x{info_hw[0]} (not a uniform resize, so the intrinsics cannot be adapted)")
         self._count(NodeCounter.INTRINSICS_RESCALED)
         self.get_logger().warning(f"{camera}: image {image_hw[1]}x{image_hw[0]} differs from CameraInfo "
                                   f"{info_hw[1]}x{info_hw[0]}; intrinsics rescaled by {sx:.4f}",

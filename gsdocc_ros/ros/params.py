@@ -90,7 +90,8 @@ class NodeParams:
     publish_camera_mask: bool = setting(False, "Fill the grid's camera-visibility mask (needed by "
                                         "marker_camera_visible_only).")
     marker_hidden_classes: tuple[str, ...] = setting((), "Class names never drawn as markers (e.g. "
-                                                     "driveable_surface); free is never drawn.", note="Occ3D class names")
+                                                     "driveable_surface); free is never drawn.",
+                                                     note="Occ3D class names")
     marker_camera_visible_only: bool = setting(False, "Draw only voxels inside some camera's view.")
     marker_max_voxels: int = setting(60000, "Cap on the number of drawn voxels (RViz2 slows down beyond a few tens "
                                      "of thousands of cubes).", at_least=1)
