@@ -73,7 +73,7 @@ def test_graph_dir_missing(reduced_model) -> None:
 
 
 def test_unknown_backend() -> None:
-    with pytest.raises(ValueError, match="backend: expected one of"):
+    with pytest.raises(ValueError, match="backend: must be one of"):
         RunnerConfig(backend="tflite")
 
 
