@@ -68,7 +68,7 @@ class Prefetcher(Generic[Raw, Prepared]):
     def stop(self, timeout: float | None = None) -> bool:
         """Stop both threads, waiting up to ``timeout`` seconds (None: for ever) for an inference in progress to
         finish (a forward cannot be interrupted). Returns whether both threads ended; if not, the running one ends
-        after its set, and what it hands on should check ``stopping``."""
+        after its set, so whatever it hands the set to must refuse it once closed (the node does)."""
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
@@ -77,11 +77,6 @@ class Prefetcher(Generic[Raw, Prepared]):
             if thread.is_alive():
                 thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return not any(thread.is_alive() for thread in self._threads)
-
-    @property
-    def stopping(self) -> bool:
-        """Whether stop() was called."""
-        return self._stop.is_set()
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:

@@ -63,11 +63,6 @@ def setting(default: Any, description: str, **limits: Any) -> Any:
     return field(default=default, metadata={"limits": Limits(description, **limits)})
 
 
-def limits_of(cls: type, name: str) -> Limits:
-    """The Limits declared for field ``name`` of dataclass ``cls``."""
-    return next(f.metadata["limits"] for f in fields(cls) if f.name == name)
-
-
 def check_settings(instance: Any, names: tuple[str, ...] | None = None) -> None:
     """SettingError for the first field (of ``names``, default all) of ``instance`` outside its Limits."""
     for f in fields(instance):
