@@ -17,8 +17,17 @@ PIP_FLAGS=(--quiet --disable-pip-version-check)
 pip_install() { "$PY" -m pip install "${PIP_FLAGS[@]}" "$@" 2> >(grep -v "^WARNING: Location '" >&2); }
 log() { printf '[setup] %s\n' "$*"; }
 die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
+# Run a slow step: say what it is and how long it usually takes first, how long it took after.
+timed() {
+  local what="$1" expect="$2" start=$SECONDS
+  shift 2
+  log "$what (usually $expect) ..."
+  "$@"
+  log "  done in $((SECONDS - start)) s"
+}
+setup_start=$SECONDS
 
-# The ROS 2 pieces that come from PyPI (see README, "Installing"): the runtime, the message
+# The ROS 2 pieces that come from PyPI (see README, "Before you start"): the runtime, the message
 # packages the node uses, and the rosidl/ament toolchain that builds our own messages.
 ROS_WHEELS=(
   "ros-kilted-rclpy[fastrtps]"
@@ -52,17 +61,21 @@ find_python() {
 
 # 1. The virtual environment.
 if [[ ! -x "$VENV/bin/python" ]]; then
-  log "creating $VENV"
-  "$(find_python)" -m venv "$VENV"
-  PY="$VENV/bin/python" pip_install --upgrade pip
+  log "first set-up: about 2.1 GB into $VENV (torch 0.75 GB, OpenVINO 0.18 GB), 3-5 min on 2 cores; later runs" \
+    "redo only the stages whose inputs changed"
+  timed "creating $VENV" "5 s" "$(find_python)" -m venv "$VENV"
+  PY="$VENV/bin/python" timed "upgrading pip" "5 s" pip_install --upgrade pip
 fi
 PY="$VENV/bin/python"
 
 # 2. Third-party packages: ROS 2 wheels, torch, pinned requirements.
 deps_hash="$(stage_hash "$ROOT/requirements.txt" "$ROOT/scripts/setup.sh")"
 if ! stage_done deps "$deps_hash"; then
-  log "installing ROS 2 Kilted wheels, $TORCH_SPEC and requirements.txt"
-  pip_install "${ROS_WHEELS[@]}" "$TORCH_SPEC" -r "$ROOT/requirements.txt"
+  timed "installing ${#ROS_WHEELS[@]} ROS 2 Kilted wheels (rclpy, messages, rosidl/ament build tools)" "20-40 s" \
+    pip_install "${ROS_WHEELS[@]}" -c "$ROOT/requirements.txt"
+  timed "installing $TORCH_SPEC (CPU wheel)" "20-40 s" pip_install "$TORCH_SPEC" -c "$ROOT/requirements.txt"
+  timed "installing requirements.txt (numpy, rosbags, nuscenes-devkit, matplotlib, onnx, onnxruntime, openvino, ...)" \
+    "40-90 s" pip_install -r "$ROOT/requirements.txt"
   # The wheels' CMake exports name the Python and numpy include folders of the container
   # they were built in; point them at this interpreter's.
   py_include="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
@@ -94,8 +107,7 @@ mkdir -p "$BUILD"
 # 3. tf2_msgs: no wheel exists; build the one message type the node needs (scripts/tf2_msgs).
 tf_hash="$(stage_hash "$ROOT"/scripts/tf2_msgs/* "$ROOT"/scripts/tf2_msgs/msg/* "$VENV/.stamp-deps")"
 if ! stage_done tf2_msgs "$tf_hash"; then
-  log "building tf2_msgs/TFMessage (no wheel on PyPI)"
-  cmake_install "$ROOT/scripts/tf2_msgs" tf2_msgs
+  timed "building tf2_msgs/TFMessage with CMake (no wheel on PyPI)" "15-30 s" cmake_install "$ROOT/scripts/tf2_msgs" tf2_msgs
   stage_mark tf2_msgs "$tf_hash"
 fi
 
@@ -103,8 +115,7 @@ fi
 pkg_hash="$(cd "$ROOT" && stage_hash CMakeLists.txt package.xml setup.py msg/* launch/* config/* \
   scripts/gsdocc_node "$VENV/.stamp-tf2_msgs" $(git ls-files -co --exclude-standard gsdocc_ros 2>/dev/null | sort))"
 if ! stage_done package "$pkg_hash"; then
-  log "building gsdocc_ros (messages, package, node)"
-  cmake_install "$ROOT" gsdocc_ros
+  timed "building gsdocc_ros with CMake (its message, the package, the node)" "20-40 s" cmake_install "$ROOT" gsdocc_ros
   # The `gsdocc` command. setup.py declares it for pip installs without ROS, but a pip install of the
   # package into this venv would uninstall the CMake-installed gsdocc_ros (its generated .msg module
   # included), so the same entry point is written here directly.
@@ -118,9 +129,9 @@ fi
 # environment of its own: colcon-core pins setuptools<80 and brings pytest plugins the node's environment should not get.
 colcon_hash="$(stage_hash "$ROOT/requirements-colcon.txt")"
 if ! stage_done colcon "$colcon_hash"; then
-  log "installing colcon (requirements-colcon.txt) into $VENV/colcon"
   [[ -x "$VENV/colcon/bin/python" ]] || "$PY" -m venv "$VENV/colcon"
-  PY="$VENV/colcon/bin/python" pip_install -r "$ROOT/requirements-colcon.txt"
+  PY="$VENV/colcon/bin/python" timed "installing colcon (requirements-colcon.txt) into $VENV/colcon" "10-20 s" \
+    pip_install -r "$ROOT/requirements-colcon.txt"
   ln -sfn ../colcon/bin/colcon "$VENV/bin/colcon"
   stage_mark colcon "$colcon_hash"
 fi
@@ -130,4 +141,4 @@ import rclpy, torch, numpy
 from gsdocc_ros.msg import SemanticVoxelGrid
 from tf2_msgs.msg import TFMessage
 EOF
-log "ready: $VENV (torch $("$PY" -c 'import torch; print(torch.__version__)'))"
+log "ready: $VENV (torch $("$PY" -c 'import torch; print(torch.__version__)'); set-up took $((SECONDS - setup_start)) s)"

@@ -2,7 +2,9 @@
 
 Bit-exact with the official loader (gsdocc_model.md sections 1, 8.1 and 9.5): scale s = input_W / src_W,
 Pillow resize to (int(W s), int(H s)) with the bicubic filter, crop box (x0, newH - input_H, x0 + input_W,
-newH) with x0 centring a wider image, then (v - mean) * (1 / std) in float64 cast to float32, in BGR order.
+newH) with x0 centring a wider image, then (v - mean) * (1 / std) in float64 cast to float32, in BGR order, with
+mean and std first rounded to float32 as the official loader stores them (float64 constants leave 367 of the 768
+table entries one ulp off; gsdocc_model.md section 9, item 5).
 
 Sources whose resized image does not cover the input (a very wide rig, or W s rounding down by one pixel):
 the crop box then leaves the image and the missing rows (top) or columns are zero-filled, exactly as
@@ -25,12 +27,19 @@ IMAGE_STD_RGB = (58.395, 57.12, 57.375)
 """Per-channel std of the official normalisation, paired with IMAGE_MEAN_RGB."""
 
 
+def _as_stored(constants: Sequence[float]) -> np.ndarray:
+    """float64 (3,) of ``constants`` rounded to float32 first: the official loader keeps mean and std as float32."""
+    return np.asarray(constants, dtype=np.float32).astype(np.float64)
+
+
+_MEAN = _as_stored(IMAGE_MEAN_RGB)
+_INV_STD = 1.0 / _as_stored(IMAGE_STD_RGB)
+
+
 def _normalisation_table() -> np.ndarray:
     """Table (3, 256) float32: output channel c (B, G, R) of byte value v, computed in float64 then cast."""
     values = np.arange(256, dtype=np.float64)
-    mean = np.asarray(IMAGE_MEAN_RGB, dtype=np.float64)[:, None]  # (3, 1)
-    inv_std = 1.0 / np.asarray(IMAGE_STD_RGB, dtype=np.float64)[:, None]  # (3, 1)
-    return ((values[None, :] - mean) * inv_std).astype(np.float32)  # (3, 256)
+    return ((values[None, :] - _MEAN[:, None]) * _INV_STD[:, None]).astype(np.float32)  # (3, 256)
 
 
 _BGR_TABLE = _normalisation_table()
@@ -106,7 +115,7 @@ def normalise_bgr_reference(image: np.ndarray) -> np.ndarray:
     """Slow, obvious twin of ``normalise_bgr``: the float64 formula per pixel, cast to float32."""
     check_image(image, "image")
     bgr = image[..., ::-1].astype(np.float64)  # (H, W, 3) B, G, R
-    out = (bgr - np.asarray(IMAGE_MEAN_RGB)) * (1.0 / np.asarray(IMAGE_STD_RGB))
+    out = (bgr - _MEAN) * _INV_STD
     return out.astype(np.float32).transpose(2, 0, 1)  # (3, H, W)
 
 

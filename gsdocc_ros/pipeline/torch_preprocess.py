@@ -8,7 +8,7 @@ downscale factor) in float, so each pass here is one 1-D torch resize followed b
 is float32 against Pillow's 22-bit fixed-point weights: on the 12 real nuScenes images about 1 value in 10^4 lands
 one level off, where a single float pass without the intermediate rounding would move 13 % of them
 (benchmarks/preprocess_match.py measures it and the label changes; test/pipeline/test_torch_preprocess.py holds the
-bound). The normalisation is a look-up into the float64-derived table of ``preprocess.normalise_bgr``, so it adds
+bound). The normalisation is a look-up into the table of ``preprocess.normalise_bgr``, so it adds
 no error of its own.
 
 Cameras of one source size go through one batched call. The uint8 upload goes through a ``staging.UploadBuffer``

@@ -68,11 +68,12 @@ def test_network_input_matches_preprocess_images(scene_images: dict[str, list[np
 
 
 def test_normalisation_table_is_the_official_one() -> None:
-    """Table entry c*256 + v is (v - mean_c) * (1 / std_c) in float64 cast to float32, channels B, G, R."""
+    """Table entry c*256 + v is (v - mean_c) * (1 / std_c) in float64 with float32-stored constants, then cast."""
     table = normalisation_table().numpy().reshape(3, 256)
     v = np.arange(256, dtype=np.float64)
-    np.testing.assert_array_equal(table[0], ((v - 123.675) * (1.0 / 58.395)).astype(np.float32))  # B
-    np.testing.assert_array_equal(table[2], ((v - 103.53) * (1.0 / 57.375)).astype(np.float32))  # R
+    for channel, (mean, std) in enumerate(((123.675, 58.395), (116.28, 57.12), (103.53, 57.375))):  # B, G, R
+        mean64, std64 = np.float64(np.float32(mean)), np.float64(np.float32(std))
+        np.testing.assert_array_equal(table[channel], ((v - mean64) * (1.0 / std64)).astype(np.float32))
 
 
 def test_mixed_source_sizes_and_buffer_reuse(scene_images: dict[str, list[np.ndarray]]) -> None:
