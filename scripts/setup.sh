@@ -61,7 +61,7 @@ find_python() {
 
 # 1. The virtual environment.
 if [[ ! -x "$VENV/bin/python" ]]; then
-  log "first set-up: about 2.1 GB into $VENV (torch 0.75 GB, OpenVINO 0.18 GB), 3-5 min on 2 cores; later runs" \
+  log "first set-up: about 2.1 GB into $VENV (torch 0.75 GB, OpenVINO 0.18 GB), 2.5-4 min on 2 cores; later runs" \
     "redo only the stages whose inputs changed"
   timed "creating $VENV" "5 s" "$(find_python)" -m venv "$VENV"
   PY="$VENV/bin/python" timed "upgrading pip" "5 s" pip_install --upgrade pip
@@ -75,7 +75,7 @@ if ! stage_done deps "$deps_hash"; then
     pip_install "${ROS_WHEELS[@]}" -c "$ROOT/requirements.txt"
   timed "installing $TORCH_SPEC (CPU wheel)" "20-40 s" pip_install "$TORCH_SPEC" -c "$ROOT/requirements.txt"
   timed "installing requirements.txt (numpy, rosbags, nuscenes-devkit, matplotlib, onnx, onnxruntime, openvino, ...)" \
-    "40-90 s" pip_install -r "$ROOT/requirements.txt"
+    "20-60 s" pip_install -r "$ROOT/requirements.txt"
   # The wheels' CMake exports name the Python and numpy include folders of the container
   # they were built in; point them at this interpreter's.
   py_include="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
@@ -107,7 +107,7 @@ mkdir -p "$BUILD"
 # 3. tf2_msgs: no wheel exists; build the one message type the node needs (scripts/tf2_msgs).
 tf_hash="$(stage_hash "$ROOT"/scripts/tf2_msgs/* "$ROOT"/scripts/tf2_msgs/msg/* "$VENV/.stamp-deps")"
 if ! stage_done tf2_msgs "$tf_hash"; then
-  timed "building tf2_msgs/TFMessage with CMake (no wheel on PyPI)" "15-30 s" cmake_install "$ROOT/scripts/tf2_msgs" tf2_msgs
+  timed "building tf2_msgs/TFMessage with CMake (no wheel on PyPI)" "5-15 s" cmake_install "$ROOT/scripts/tf2_msgs" tf2_msgs
   stage_mark tf2_msgs "$tf_hash"
 fi
 
@@ -115,7 +115,7 @@ fi
 pkg_hash="$(cd "$ROOT" && stage_hash CMakeLists.txt package.xml setup.py msg/* launch/* config/* \
   scripts/gsdocc_node "$VENV/.stamp-tf2_msgs" $(git ls-files -co --exclude-standard gsdocc_ros 2>/dev/null | sort))"
 if ! stage_done package "$pkg_hash"; then
-  timed "building gsdocc_ros with CMake (its message, the package, the node)" "20-40 s" cmake_install "$ROOT" gsdocc_ros
+  timed "building gsdocc_ros with CMake (its message, the package, the node)" "10-25 s" cmake_install "$ROOT" gsdocc_ros
   # The `gsdocc` command. setup.py declares it for pip installs without ROS, but a pip install of the
   # package into this venv would uninstall the CMake-installed gsdocc_ros (its generated .msg module
   # included), so the same entry point is written here directly.
