@@ -59,6 +59,12 @@ find_python() {
   die "Python 3.11 not found (the ROS 2 Kilted wheels and the CPU torch wheel are cp311); set PYTHON"
 }
 
+# The tools the message build needs, named before anything is installed.
+for tool in cmake cc c++; do
+  command -v "$tool" >/dev/null 2>&1 ||
+    die "$tool not found: the messages are built with CMake and a C/C++ compiler (Debian/Ubuntu: apt install cmake g++)"
+done
+
 # 1. The virtual environment.
 if [[ ! -x "$VENV/bin/python" ]]; then
   log "first set-up: about 2.1 GB into $VENV (torch 0.75 GB, OpenVINO 0.18 GB), 2.5-4 min on 2 cores; later runs" \
