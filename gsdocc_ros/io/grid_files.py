@@ -3,8 +3,8 @@
 Layouts read here: Occ3D ground truth ``labels.npz`` (``semantics``, ``mask_camera``, ``mask_lidar``), and
 per-token predictions ``<token>.npz`` with ``semantics`` (this project, Occ3D) or ``pred`` (SparseOcc's
 RayIoU tooling). All are uint8 (200, 200, 16) in Occ3D (x, y, z) order. Files from `gsdocc record` and the demo
-also say what they show (``INFO_KEYS`` and ``stamp_ns``): plain numpy arrays, strings as numpy unicode, so
-``allow_pickle=False`` reads them.
+also say what they show (GridInfo: ``source``, ``frame_id``, ``stamp_ns``, ``class_names``): plain numpy arrays,
+strings as numpy unicode, so ``allow_pickle=False`` reads them.
 """
 
 from __future__ import annotations
@@ -33,11 +33,6 @@ MASK_KEYS: tuple[str, ...] = ("mask_camera", "mask_lidar")
 
 POSE_KEYS: tuple[str, ...] = ("stamp_ns", "ego_pose", "lidar_to_ego")
 """Keys of a prediction file that place its grid (for the RayIoU origins): stamp, ego -> fixed, LiDAR -> ego."""
-
-INFO_KEYS: tuple[str, ...] = ("source", "frame_id", "class_names")
-"""Keys that say what a grid shows, beside ``stamp_ns``: the producer's model and weights (the message's
-``source``), the frame the grid is expressed in, and the class name of each label value."""
-
 
 @dataclass(frozen=True)
 class GridInfo:
@@ -155,7 +150,7 @@ def _text(npz: np.lib.npyio.NpzFile, key: str, path: Path, ndim: int) -> np.ndar
 
 
 def _read_info(npz: np.lib.npyio.NpzFile, path: Path) -> GridInfo:
-    """The ``INFO_KEYS`` and ``stamp_ns`` a grid file holds; ToolError naming the file and key when malformed."""
+    """The GridInfo keys a grid file holds; ToolError naming the file and key when malformed."""
     present = set(npz.files)
     names = None
     if "class_names" in present:

@@ -64,7 +64,10 @@ def receive_grids(topic: str, count: int | None = None, timeout_s: float | None 
 
 
 def grid_info(msg: Any) -> GridInfo:
-    """What a SemanticVoxelGrid says it shows: its source, frame, stamp and class names (None where empty)."""
+    """What a SemanticVoxelGrid says it shows: its source, frame, stamp and class names (None where empty).
+
+    Call it on a message ``grid_from_message`` accepted, so the class names are the Occ3D ones.
+    """
     from gsdocc_ros.ros.conversions import stamp_to_ns
 
     return GridInfo(source=msg.source or None, frame_id=msg.header.frame_id or None,
