@@ -1,8 +1,9 @@
 """Grids from the live graph: SemanticVoxelGrid messages received with rclpy and saved as grid files.
 
 Used by `gsdocc record`, `gsdocc render --topic` and the demo. A grid file holds `semantics` uint8 (X, Y, Z) in
-Occ3D order, `stamp_ns`, `confidence` / `camera_mask` when the message carries them, and, when the bag's poses are
-known, `ego_pose` (ego -> map at the grid's stamp) and `lidar_to_ego` for the RayIoU origins.
+Occ3D order, what the message says the grid shows (`source`, `frame_id`, `stamp_ns`, `class_names`: GridInfo),
+`confidence` / `camera_mask` when the message carries them, and, when the bag's poses are known, `ego_pose`
+(ego -> map at the grid's stamp) and `lidar_to_ego` for the RayIoU origins.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 from gsdocc_ros.errors import ToolError
 from gsdocc_ros.io.bag_poses import BagPoses
-from gsdocc_ros.io.grid_files import write_grid_file
+from gsdocc_ros.io.grid_files import GridInfo, write_grid_file
 from gsdocc_ros.io.sample_tokens import TokenMap, grid_file_name
 from gsdocc_ros.pipeline.grid import GridGeometry
 
@@ -62,12 +63,24 @@ def receive_grids(topic: str, count: int | None = None, timeout_s: float | None 
             node.destroy_node()
 
 
+def grid_info(msg: Any) -> GridInfo:
+    """What a SemanticVoxelGrid says it shows: its source, frame, stamp and class names (None where empty).
+
+    Call it on a message ``grid_from_message`` accepted, so the class names are the Occ3D ones.
+    """
+    from gsdocc_ros.ros.conversions import stamp_to_ns
+
+    return GridInfo(source=msg.source or None, frame_id=msg.header.frame_id or None,
+                    stamp_ns=stamp_to_ns(msg.header.stamp), class_names=tuple(msg.class_names) or None)
+
+
 def save_message(msg: Any, out: Path, tokens: TokenMap | None, poses: BagPoses | None = None) -> Path:
-    """Write one SemanticVoxelGrid to OUT/<name>.npz (strict size checks first), with its pose when known."""
+    """Write one SemanticVoxelGrid to OUT/<name>.npz (strict size checks first) with its source, frame, stamp and
+    class names, and its pose when known."""
     from gsdocc_ros.ros.conversions import grid_from_message
 
     grid = grid_from_message(msg)  # ValueError naming the field when sizes or values disagree
-    extra: dict[str, np.ndarray] = {"stamp_ns": np.int64(grid.stamp_ns)}
+    extra: dict[str, np.ndarray] = {}
     if poses is not None and poses.lidar_to_ego is not None and msg.header.frame_id == poses.ego_frame:
         ego_pose = poses.lookup(grid.stamp_ns)
         if ego_pose is not None:
@@ -77,12 +90,12 @@ def save_message(msg: Any, out: Path, tokens: TokenMap | None, poses: BagPoses |
     if grid.camera_mask is not None:
         extra["camera_mask"] = grid.camera_mask.astype(np.uint8)
     path = out / grid_file_name(grid.stamp_ns, tokens)
-    write_grid_file(path, grid.labels, **extra)
+    write_grid_file(path, grid.labels, grid_info(msg), **extra)
     return path
 
 
-def grid_from_topic(topic: str, timeout_s: float) -> tuple[np.ndarray, GridGeometry, str]:
-    """(labels, geometry, description) of the first SemanticVoxelGrid on ``topic``; ToolError on timeout or bad sizes."""
+def grid_from_topic(topic: str, timeout_s: float) -> tuple[np.ndarray, GridGeometry, GridInfo]:
+    """(labels, geometry, info) of the first SemanticVoxelGrid on ``topic``; ToolError on timeout or bad sizes."""
     from gsdocc_ros.ros.conversions import grid_from_message
 
     msg = next(receive_grids(topic, count=1, timeout_s=timeout_s), None)
@@ -92,6 +105,6 @@ def grid_from_topic(topic: str, timeout_s: float) -> tuple[np.ndarray, GridGeome
         grid = grid_from_message(msg)
     except ValueError as error:
         raise ToolError(f"grid from {topic} refused: {error}") from None
-    return grid.labels, grid.geometry, f"{topic} @ {grid.stamp_ns} ns ({msg.source or 'unknown source'})"
+    return grid.labels, grid.geometry, grid_info(msg)
 
 

@@ -2,12 +2,13 @@
 
   gsdocc record [--topic /gsdocc/occupancy] --out DIR [--bag BAG] [--count N] [--timeout S] [--best-effort] [--force]
 
-Each grid becomes DIR/<name>.npz: `semantics` uint8 (X, Y, Z) in Occ3D order, `stamp_ns`, and `confidence` /
-`camera_mask` when the message carries them, and with --bag `ego_pose` (ego -> map at the grid's stamp, from the
-bag's /tf) and `lidar_to_ego` (from its /tf_static) for the RayIoU origins of `gsdocc eval score --metric rayiou`;
-written to a temporary name, then renamed. <name> is the sample
-token when --bag is given and the grid's stamp (its CAM_FRONT stamp) matches a message of the bag's
-/gsdocc/sample_token topic (std_msgs/String, one per keyframe, bag time = that keyframe's CAM_FRONT stamp, as
+Each grid becomes DIR/<name>.npz: `semantics` uint8 (X, Y, Z) in Occ3D order; what the message says it shows:
+`source` (model and weights, e.g. random weights), `frame_id`, `stamp_ns` and `class_names` (strings as numpy
+unicode, so `gsdocc render` can caption the picture); `confidence` / `camera_mask` when the message carries them;
+and with --bag `ego_pose` (ego -> map at the grid's stamp, from the bag's /tf) and `lidar_to_ego` (from its
+/tf_static) for the RayIoU origins of `gsdocc eval score --metric rayiou`; written to a temporary name, then renamed.
+<name> is the sample token when --bag is given and the grid's stamp (its CAM_FRONT stamp) matches a message of
+the bag's /gsdocc/sample_token topic (std_msgs/String, one per keyframe, bag time = that keyframe's CAM_FRONT stamp, as
 `gsdocc nuscenes-to-bag` writes it); otherwise the stamp in nanoseconds. Recording stops after N grids, after
 S seconds, or on Ctrl-C. Messages with inconsistent sizes are refused with a warning and not written.
 

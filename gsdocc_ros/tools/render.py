@@ -9,6 +9,9 @@ Top-down (BEV): each (x, y) column coloured by its highest non-free voxel (Occ3D
 column is free; x (forward) up, y (left) to the left, ego metres. 3D: centres of the non-free voxels, evenly
 subsampled to at most 40 000. --mask draws only the voxels inside the file's mask_camera / mask_lidar.
 --images: a folder of CAM_FRONT.jpg, CAM_BACK.jpg, ... or a nuScenes sample scene folder (or its calib.json).
+The title says what the picture shows: the kind (Occ3D ground truth with its masks, prediction, live grid) and
+name, then the source (model and weights), frame, stamp (seconds and UTC) and class names the file or message
+carries ("no source recorded" where a file, like Occ3D ground truth, has none).
 Grids whose sizes disagree with their data are refused. The PNG is written to a temporary name and renamed.
 """
 
@@ -16,8 +19,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gsdocc_ros.errors import ToolError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from gsdocc_ros.io.grid_files import GridInfo
+    from gsdocc_ros.pipeline.grid import GridGeometry
 
 VERB = "render"
 
@@ -36,13 +46,32 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def grid_to_draw(args: argparse.Namespace) -> tuple[np.ndarray, GridGeometry, GridInfo, str]:
+    """(labels, geometry, info, title) of INPUT (inside --mask) or of the next grid on --topic."""
+    import numpy as np
+
+    from gsdocc_ros.io.grid_files import read_grid_file
+    from gsdocc_ros.pipeline.grid import FREE_INDEX, OCC3D_GEOMETRY
+
+    if args.topic:
+        from gsdocc_ros.ros.grid_recorder import grid_from_topic
+
+        labels, geometry, info = grid_from_topic(args.topic, args.timeout)
+        return labels, geometry, info, info.caption(args.topic, "live grid")
+    grid = read_grid_file(args.input, need_masks=(f"mask_{args.mask}",) if args.mask else ())
+    labels, name = grid.labels, args.input.name
+    if args.mask:
+        labels = np.where(grid.masks[f"mask_{args.mask}"], labels, FREE_INDEX).astype(np.uint8)
+        name += f", drawn inside mask_{args.mask}"
+    return labels, OCC3D_GEOMETRY, grid.info, grid.info.caption(name, grid.kind)
+
+
 def run(args: argparse.Namespace) -> int:
     """Check the inputs, draw, write the PNG; ToolError (exit 2) naming what is wrong."""
     import numpy as np
 
-    from gsdocc_ros.io.grid_files import read_grid_file
     from gsdocc_ros.io.output import refuse_existing
-    from gsdocc_ros.pipeline.grid import FREE_INDEX, OCC3D_GEOMETRY
+    from gsdocc_ros.pipeline.grid import FREE_INDEX
     from gsdocc_ros.viz.render import load_camera_images, render_grid, save_png
 
     if (args.input is None) == (args.topic is None):
@@ -53,20 +82,12 @@ def run(args: argparse.Namespace) -> int:
         raise ToolError(f"output folder {args.out.parent} does not exist")
     refuse_existing([args.out], args.force)
     images = load_camera_images(args.images) if args.images is not None else None
-    if args.topic:
-        from gsdocc_ros.ros.grid_recorder import grid_from_topic
-
-        labels, geometry, title = grid_from_topic(args.topic, args.timeout)
-    else:
-        grid = read_grid_file(args.input, need_masks=(f"mask_{args.mask}",) if args.mask else ())
-        labels, geometry, title = grid.labels, OCC3D_GEOMETRY, str(args.input)
-        if args.mask:
-            labels = np.where(grid.masks[f"mask_{args.mask}"], labels, FREE_INDEX).astype(np.uint8)
-            title += f" (inside mask_{args.mask})"
+    labels, geometry, info, title = grid_to_draw(args)
     fig = render_grid(labels, geometry, images, title)
     save_png(fig, args.out)
     width, height = fig.canvas.get_width_height()
-    print(f"wrote {args.out} ({width}x{height} px, {int(np.count_nonzero(labels != FREE_INDEX)):,} occupied voxels)")
+    print(f"wrote {args.out} ({width}x{height} px, {int(np.count_nonzero(labels != FREE_INDEX)):,} occupied voxels, "
+          f"source: {info.source or 'no source recorded'})")
     return 0
 
 

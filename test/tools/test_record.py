@@ -1,4 +1,5 @@
-"""`gsdocc record`: grids published by another process land on disk unchanged, named by sample token."""
+"""`gsdocc record`: grids published by another process land on disk unchanged, named by sample token, with the
+source, frame, stamp and class names of their message."""
 
 from __future__ import annotations
 
@@ -15,11 +16,16 @@ from gsdocc_ros.tools import cli  # noqa: E402
 from gsdocc_ros.io.bags import DISTROS  # noqa: E402
 from gsdocc_ros.io.bag_messages import Event, MessageFactory, Rank, write_bag  # noqa: E402
 from gsdocc_ros.io.bag_messages import SAMPLE_TOKEN_TOPIC as TOKEN_TOPIC  # noqa: E402
+from gsdocc_ros.io.grid_files import GridInfo, read_grid_file  # noqa: E402
+from gsdocc_ros.pipeline.grid import CLASS_NAMES  # noqa: E402
 from gsdocc_ros.io.sample_tokens import TokenMap  # noqa: E402
 
 TOPIC = "/test/occupancy"
 STAMPS = [1532402927612460000, 1532402928112404000, 1532402928612460000]
 """CAM_FRONT stamps of three published grids; the bag maps the first two to tokens."""
+SOURCES = ["GSD-OCC RANDOM WEIGHTS (seed 0) – écrit", "", "GSD-OCC weights epoch_24.pth"]
+"""The published grids' source fields: non-ASCII, empty (a producer that does not say), plain."""
+FRAMES = ["base_link", "base_link", "ego_vehicle"]
 
 PUBLISHER = r"""
 import sys, time
@@ -29,13 +35,15 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from gsdocc_ros.msg import SemanticVoxelGrid
 from gsdocc_ros.pipeline.grid import CLASS_NAMES
 
-topic, sent_file, stamps = sys.argv[1], sys.argv[2], [int(s) for s in sys.argv[3:]]
+topic, sent_file = sys.argv[1], sys.argv[2]
+stamps, sources, frames = [int(s) for s in sys.argv[3:6]], sys.argv[6:9], sys.argv[9:12]
 rng = np.random.default_rng(3)
 sent, messages = {}, []
 for i, stamp in enumerate(stamps + [stamps[-1] + 500_000_000]):
     labels = rng.integers(0, 18, size=(200, 200, 16), dtype=np.uint8)
     msg = SemanticVoxelGrid()
-    msg.header.frame_id = "base_link"
+    msg.header.frame_id = frames[min(i, 2)]
+    msg.source = sources[min(i, 2)]
     msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
     msg.origin.position.x, msg.origin.position.y, msg.origin.position.z = -40.0, -40.0, -1.0
     msg.origin.orientation.w = 1.0
@@ -84,7 +92,8 @@ def test_recorded_files_equal_what_was_sent(tmp_path: Path, subprocess_env: dict
                                             capsys: pytest.CaptureFixture) -> None:
     bag = write_token_bag(tmp_path / "tokens", {STAMPS[0]: "tokA", STAMPS[1] + 300: "tokB"})
     sent_file, out = tmp_path / "sent.npz", tmp_path / "grids"
-    sender = subprocess.Popen([python, "-c", PUBLISHER, TOPIC, str(sent_file), *map(str, STAMPS)], env=subprocess_env)
+    sender = subprocess.Popen([python, "-c", PUBLISHER, TOPIC, str(sent_file), *map(str, STAMPS), *SOURCES, *FRAMES],
+                              env=subprocess_env)
     try:
         code = cli.main(["record", "--topic", TOPIC, "--out", str(out), "--bag", str(bag), "--count", "4",
                          "--timeout", "60"])
@@ -101,6 +110,14 @@ def test_recorded_files_equal_what_was_sent(tmp_path: Path, subprocess_env: dict
             assert int(saved["stamp_ns"]) == STAMPS[i]
             assert ("confidence" in saved.files) == (i == 0) and ("camera_mask" in saved.files) == (i == 1)
     assert np.array_equal(np.load(out / "tokA.npz")["confidence"], sent["confidence0"])
+    # What each grid shows, as its message said: read back as plain unicode arrays, no pickle.
+    infos = [read_grid_file(out / f"{name}.npz").info for name in ["tokA", "tokB", str(STAMPS[2])]]
+    assert infos == [GridInfo(source or None, frame, stamp, CLASS_NAMES)
+                     for source, frame, stamp in zip(SOURCES, FRAMES, STAMPS)]
+    with np.load(out / "tokA.npz", allow_pickle=False) as saved:
+        assert saved["source"].dtype.kind == "U" and str(saved["source"]) == SOURCES[0]
+        assert saved["class_names"].tolist() == list(CLASS_NAMES)
+    assert "source" not in np.load(out / "tokB.npz").files  # an empty source is not recorded as known
     assert np.array_equal(np.load(out / "tokB.npz")["camera_mask"], sent["camera_mask1"])
     assert "SemanticVoxelGrid.labels: 600000 entries" in captured.err  # the malformed grid, refused by name
     assert captured.out.strip().splitlines()[-1] == (

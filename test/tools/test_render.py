@@ -1,7 +1,9 @@
-"""`gsdocc render`: PNG size, top-down pixels in the class colour of known columns, refusals."""
+"""`gsdocc render`: PNG size, top-down pixels in the class colour of known columns, the caption saying what the
+grid shows, refusals."""
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 from pathlib import Path
 
@@ -9,8 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gsdocc_ros.pipeline.grid import FREE_INDEX, OCC3D_COLORS, OCC3D_GEOMETRY
+from gsdocc_ros.io.grid_files import GridInfo, read_grid_file, write_grid_file
+from gsdocc_ros.pipeline.grid import CLASS_NAMES, FREE_INDEX, OCC3D_COLORS, OCC3D_GEOMETRY
 from gsdocc_ros.tools import cli
+from gsdocc_ros.tools import render as render_tool
 from gsdocc_ros.viz import render
 
 
@@ -83,7 +87,8 @@ def test_rendered_png_has_class_colours_at_known_columns(occ3d, tmp_path: Path, 
     np.savez_compressed(labels_file, **occ3d)
     out = tmp_path / "grid.png"
     assert cli.main(["render", str(labels_file), "--out", str(out)]) == 0
-    assert capsys.readouterr().out.strip().splitlines()[-1] == f"wrote {out} (1400x700 px, 39,092 occupied voxels)"
+    assert capsys.readouterr().out.strip().splitlines()[-1] == (
+        f"wrote {out} (1400x700 px, 39,092 occupied voxels, source: no source recorded)")
     image = rgb(out)
     assert image.shape == (700, 1400, 3)
     columns = uniform_columns(occ3d["semantics"])
@@ -148,6 +153,114 @@ def test_refusals_name_the_problem(occ3d, tmp_path: Path, capsys: pytest.Capture
     assert not list(tmp_path.glob(".*tmp*"))
     with pytest.raises(ValueError, match="differs from the grid size"):
         render.render_grid(occ3d["semantics"][:, :, :8])
+
+
+def draw_args(**given: object) -> argparse.Namespace:
+    """The arguments `gsdocc render` parses, with ``given`` set (input, mask, topic, timeout)."""
+    return argparse.Namespace(**{"input": None, "mask": None, "topic": None, "timeout": 10.0, **given})
+
+
+def test_recorded_grid_is_captioned_with_its_source_frame_stamp_and_classes(
+        occ3d, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    grid_file = tmp_path / "3e8750f331d7499e9b5123e9eb70f2e2.npz"
+    info = GridInfo("GSD-OCC RANDOM WEIGHTS (seed 0)", "base_link", 1532402927_612460000, CLASS_NAMES)
+    write_grid_file(grid_file, occ3d["semantics"], info)
+    assert read_grid_file(grid_file).info == info
+    labels, geometry, read_info, title = render_tool.grid_to_draw(draw_args(input=grid_file))
+    assert np.array_equal(labels, occ3d["semantics"]) and geometry == OCC3D_GEOMETRY and read_info == info
+    # 1532402927.61246 s after the Unix epoch is 2018-07-24 03:28:47.612 UTC (nuScenes scene-0061, Singapore).
+    assert title == ("prediction: 3e8750f331d7499e9b5123e9eb70f2e2.npz | source: GSD-OCC RANDOM WEIGHTS (seed 0)\n"
+                     "frame: base_link | stamp 1532402927.612460000 s = 2018-07-24 03:28:47.612 UTC | 18 Occ3D classes")
+    out = tmp_path / "grid.png"
+    assert cli.main(["render", str(grid_file), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == (
+        f"wrote {out} (1400x700 px, 39,092 occupied voxels, source: GSD-OCC RANDOM WEIGHTS (seed 0))")
+    assert rgb(out).shape == (700, 1400, 3)
+
+
+def test_files_without_metadata_are_named_by_kind(occ3d, shared_data: Path, tmp_path: Path) -> None:
+    truth = shared_data / "occ3d_sample" / "labels.npz"
+    *_, title = render_tool.grid_to_draw(draw_args(input=truth, mask="camera"))
+    assert title == ("Occ3D ground truth with mask_camera, mask_lidar: labels.npz, drawn inside mask_camera | "
+                     "source: no source recorded\n"
+                     "frame: not recorded | stamp not recorded | classes not recorded (read as Occ3D)")
+    sparseocc = tmp_path / "token.npz"
+    np.savez_compressed(sparseocc, pred=occ3d["semantics"])
+    info, title = render_tool.grid_to_draw(draw_args(input=sparseocc))[2:]
+    assert info == GridInfo() and title.startswith("prediction: token.npz | source: no source recorded\n")
+    assert cli.main(["render", str(sparseocc), "--out", str(tmp_path / "p.png")]) == 0
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("source", np.array(["a", "b"]), "'source' must be one string (numpy unicode), got <U1 (2,)"),
+    ("frame_id", np.array(b"base_link"), "'frame_id' must be one string (numpy unicode), got |S9 ()"),
+    ("class_names", np.arange(18), "'class_names' must be a 1-D array of strings (numpy unicode), got int64 (18,)"),
+    ("class_names", np.array(CLASS_NAMES[:17]), "'class_names' are not the Occ3D classes (17 names, expected 18, "
+                                                "one per label 0..17); this package reads Occ3D labels only"),
+    ("class_names", np.array(CLASS_NAMES[:3] + ("coach",) + CLASS_NAMES[4:]),
+     "'class_names' are not the Occ3D classes (label 3 is 'coach', expected 'bus')"),
+    ("stamp_ns", np.float64(1.5e18), "'stamp_ns' must be one integer, got float64 ()"),
+    ("source", np.array("random weights", dtype=object),  # pickled inside: refused, never unpickled
+     "not a readable .npz file (Object arrays cannot be loaded when allow_pickle=False)"),
+])
+def test_malformed_metadata_is_refused_in_one_line(occ3d, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                   key: str, value: np.ndarray, message: str) -> None:
+    bad = tmp_path / "bad.npz"
+    np.savez_compressed(bad, semantics=occ3d["semantics"], **{key: value})
+    assert cli.main(["render", str(bad), "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{bad}: {message}" in err
+    assert not (tmp_path / "x.png").exists()
+
+
+LIVE_PUBLISHER = r"""
+import sys, time
+import numpy as np
+import rclpy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from gsdocc_ros.msg import SemanticVoxelGrid
+from gsdocc_ros.pipeline.grid import CLASS_NAMES
+
+labels = np.load(sys.argv[2])["semantics"]
+msg = SemanticVoxelGrid()
+msg.header.frame_id = "base_link"
+msg.header.stamp.sec, msg.header.stamp.nanosec = 1532402927, 612460000
+msg.origin.position.x, msg.origin.position.y, msg.origin.position.z = -40.0, -40.0, -1.0
+msg.origin.orientation.w = 1.0
+msg.voxel_size = 0.4
+msg.size_x, msg.size_y, msg.size_z = labels.shape
+msg.labels = labels.tobytes()
+msg.class_names = list(CLASS_NAMES)
+msg.free_index = 17
+msg.source = "GSD-OCC weights live.pth"
+rclpy.init()
+node = rclpy.create_node("live_grid_sender")
+pub = node.create_publisher(SemanticVoxelGrid, sys.argv[1], QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:  # again and again: each reader takes the next one
+    pub.publish(msg)
+    rclpy.spin_once(node, timeout_sec=0.2)
+"""
+
+
+def test_live_grid_is_captioned_like_a_recorded_one(occ3d, tmp_path: Path, subprocess_env: dict[str, str],
+                                                   python: str, capsys: pytest.CaptureFixture) -> None:
+    labels_file = tmp_path / "labels.npz"
+    np.savez_compressed(labels_file, semantics=occ3d["semantics"])
+    sender = subprocess.Popen([python, "-c", LIVE_PUBLISHER, "/test/live_grid", str(labels_file)], env=subprocess_env)
+    try:
+        labels, _, info, title = render_tool.grid_to_draw(draw_args(topic="/test/live_grid", timeout=30.0))
+        code = cli.main(["render", "--topic", "/test/live_grid", "--timeout", "30", "--out", str(tmp_path / "x.png")])
+    finally:
+        sender.terminate()
+        sender.wait(timeout=10)
+    assert np.array_equal(labels, occ3d["semantics"])
+    assert info == GridInfo("GSD-OCC weights live.pth", "base_link", 1532402927_612460000, CLASS_NAMES)
+    assert title == ("live grid: /test/live_grid | source: GSD-OCC weights live.pth\n"
+                     "frame: base_link | stamp 1532402927.612460000 s = 2018-07-24 03:28:47.612 UTC | 18 Occ3D classes")
+    assert code == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].endswith(
+        "39,092 occupied voxels, source: GSD-OCC weights live.pth)")
 
 
 MALFORMED_PUBLISHER = r"""
