@@ -15,7 +15,8 @@ import numpy as np
 
 from gsdocc_ros.errors import ToolError
 from gsdocc_ros.evaluation.scoring import EvalOutcome, RayScoring, evaluate_distributed, gt_loader, gt_path
-from gsdocc_ros.io.grid_files import write_grid_file
+from gsdocc_ros.io.grid_files import GridInfo, write_grid_file
+from gsdocc_ros.pipeline.grid import CLASS_NAMES
 from gsdocc_ros.io.nuscenes import keyframe_inputs, load_nuscenes, nuscenes_scene_poses, scene_samples
 
 
@@ -40,7 +41,8 @@ class ModelPredictor:
             self.unexpected_resets.append(f"{token}: {result.reset_reason}")
         labels = result.grid.labels
         if self.save_dir is not None:
-            write_grid_file(self.save_dir / f"{token}.npz", labels, stamp_ns=inputs.stamp_ns,
+            info = GridInfo(source=self.runner.source, stamp_ns=inputs.stamp_ns, class_names=tuple(CLASS_NAMES))
+            write_grid_file(self.save_dir / f"{token}.npz", labels, info=info,
                             ego_pose=inputs.key_ego2global, lidar_to_ego=inputs.lidar_to_ego)
         return labels
 

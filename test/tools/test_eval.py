@@ -13,11 +13,12 @@ import pytest
 from PIL import Image
 
 from gsdocc_ros.pipeline.frames import CAMERA_NAMES, load_sample_frames
-from gsdocc_ros.pipeline.grid import FREE_INDEX
+from gsdocc_ros.pipeline.grid import CLASS_NAMES, FREE_INDEX
 from gsdocc_ros.pipeline.metrics import OccupancyConfusion
 from gsdocc_ros.errors import ToolError
 from gsdocc_ros.evaluation import scoring
 from gsdocc_ros.io import nuscenes as nuscenes_io
+from gsdocc_ros.io.grid_files import read_grid_file
 from gsdocc_ros.tools import cli
 from test_nuscenes_to_bag import dataset  # noqa: F401  (fixture: a two-keyframe nuScenes dataroot)
 
@@ -334,6 +335,8 @@ def test_eval_run_wires_nuscenes_the_runner_and_the_score(nuscenes_root: Path, s
     assert result["miou_percent"] == pytest.approx(100 * 9 / 11)
     saved = np.load(out / "predictions" / f"{TOKEN_0061}.npz")
     assert np.array_equal(saved["semantics"], labels) and int(saved["stamp_ns"]) == 1532402927612460000
+    info = read_grid_file(out / "predictions" / f"{TOKEN_0061}.npz").info
+    assert info.source == "fake weights" and info.class_names == tuple(CLASS_NAMES) and info.stamp_ns == 1532402927612460000
     # RayIoU beside mIoU by default (one keyframe: one origin, its LiDAR mount); the grid saved with its pose.
     assert result["ray_poses"] == "LIDAR_TOP" and result["rayiou"]["num_samples"] == 1
     assert 0 < result["rayiou"]["rayiou_percent"] < 100
