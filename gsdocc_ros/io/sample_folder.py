@@ -290,8 +290,6 @@ def build(dataroot: Path, version: str, occ3d: Path | None, out: Path, force: bo
           say: Callable[[str], None] = print) -> list[str]:
     """Write the sample folder at ``out`` from a nuScenes dataroot (and an Occ3D folder); returns the lines of the
     parts left out. ``say`` gets one line per step; ``out`` appears only once complete (--force replaces it)."""
-    if occ3d is not None and not occ3d.is_dir():
-        raise ToolError(f"--occ3d {occ3d} is not a directory (the Occ3D-nuScenes folder holding gts/)")
     occ3d_file = find_occ3d(occ3d, OCC3D_TOKEN) if occ3d is not None else None
     refuse_existing([out], force)
     say(f"reading the nuScenes {version} tables under {dataroot}")

@@ -3,7 +3,7 @@
   gsdocc sample-data --nuscenes DATAROOT [--version v1.0-mini] [--occ3d OCC3D_DIR] --out FOLDER [--force]
 
 DATAROOT is an unpacked nuScenes download (samples/, VERSION/*.json, LICENSE); OCC3D_DIR the Occ3D-nuScenes folder
-that holds gts/<scene>/<sample token>/labels.npz. Written (about 3.5 MiB): nuscenes_sample/scene-0061_ca9a282c
+that holds gts/<scene>/<sample token>/labels.npz. Written (about 2 MiB; 4 MiB with scene-0003): nuscenes_sample/scene-0061_ca9a282c
 (one keyframe: six JPEGs, the LiDAR scan, calib.json, the tables cut to that sample), nuscenes_sample/mini_val_poses
 (poses.json: calibration and poses of the 81 keyframes of scene-0103 and scene-0916), the nuScenes licence, and
 occ3d_sample/labels.npz. nuscenes_sample/scene-0003_fd842039 is a v1.0-trainval keyframe: with --version
@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+from gsdocc_ros.errors import ToolError
 
 VERB = "sample-data"
 
@@ -43,6 +45,9 @@ def say(line: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``gsdocc sample-data``; returns 0 (parts it cannot build are named on stderr), or raises ToolError."""
+    if not args.nuscenes.is_dir():
+        raise ToolError(f"--nuscenes {args.nuscenes} is not a directory (pass the unpacked nuScenes download, which "
+                        f"holds samples/, {args.version}/ and LICENSE)")
     from gsdocc_ros.io.sample_folder import build
 
     for line in build(args.nuscenes, args.version, args.occ3d, args.out, args.force, say):
