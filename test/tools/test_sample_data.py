@@ -219,3 +219,36 @@ def test_existing_tests_pass_on_the_built_folder(built: tuple[Path, str], tmp_pa
     assert done.returncode == 1
     assert f"sample data folder missing: {tmp_path / 'absent'}" in done.stdout
     assert "gsdocc sample-data --nuscenes DATAROOT" in done.stdout and 'section "Sample data"' in done.stdout
+
+
+def test_trainval_layout_and_scene_poses_on_the_real_keyframe(tmp_path: Path, shared_data: Path) -> None:
+    """scene-0003's layout (imgs/CAM_*.jpg, this keyframe and the next) and poses.json's scene walk, exercised on
+    scene-0061: the frames load, the JPEGs are the originals, the second frame is calibration only."""
+    from gsdocc_ros.pipeline.frames import load_sample_frames
+
+    tables = Tables(make_dataroot(tmp_path / "nuscenes", shared_data), "v1.0-mini")
+    renamed = sample_folder.Keyframe("renamed", SCENE_0061.token, True, ())
+    sample_folder.write_keyframe(tables, renamed, tmp_path / "renamed")
+    calib = json.loads((tmp_path / "renamed" / "calib.json").read_text())
+    shared = json.loads((shared_data / SCENE / "calib.json").read_text())
+    first, second = calib["frames"]
+    assert first["images_available"] and not second["images_available"] and "lidar" not in second
+    assert second["timestamp_us"] == first["timestamp_us"] + 500_000
+    assert all(camera["image"] is None for camera in second["cameras"].values())
+    assert first["lidar"]["file"] == f"samples/LIDAR_TOP_{shared['timestamp_us']}.bin"
+    for name, camera in shared["cameras"].items():
+        assert first["cameras"][name]["image"] == f"samples/imgs/{name}.jpg"
+        assert (tmp_path / "renamed" / "samples" / "imgs" / f"{name}.jpg").read_bytes() == (
+            shared_data / SCENE / camera["image"]).read_bytes()
+        assert_same(first["cameras"][name], {k: v for k, v in camera.items() if k != "image"}, name)
+    frames = load_sample_frames(tmp_path / "renamed")
+    reference = load_sample_frames(shared_data / SCENE)
+    for ours, theirs in zip(frames.frames, reference.frames):
+        assert np.array_equal(ours.image, theirs.image)
+        np.testing.assert_allclose(ours.cam_to_ego, theirs.cam_to_ego, atol=1e-6)
+
+    poses = sample_folder.scene_poses(tables, ("scene-0061",))
+    keyframes = poses["scenes"]["scene-0061"]["keyframes"]
+    assert poses["scenes"]["scene-0061"]["log"] == LOGFILE
+    assert [k["sample_token"] for k in keyframes] == [SCENE_0061.token, token("sample", 1)]
+    assert sample_folder.scene_poses(tables, ("scene-0061", "scene-0103")) is None
