@@ -270,7 +270,7 @@ def scene_poses(tables: Tables, names: tuple[str, ...]) -> dict | None:
         keyframes = sorted(samples[scene["token"]], key=lambda s: s["timestamp"])
         out[name] = {"log": tables.log_name(scene),
                      "keyframes": [keyframe_poses(tables, sample["token"]) for sample in keyframes]}
-    return {"dataset": f"nuScenes {tables.version}, val split of v1.0-mini (images NOT included)", "scenes": out}
+    return {"dataset": f"nuScenes {tables.version}: {', '.join(names)} (images NOT included)", "scenes": out}
 
 
 def find_occ3d(occ3d: Path, token: str) -> Path | None:
