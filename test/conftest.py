@@ -13,14 +13,19 @@ from types import ModuleType
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+SAMPLE_DATA_VARIABLE = "GSDOCC_SAMPLE_DATA"
+SHARED_DATA = Path(os.environ.get(SAMPLE_DATA_VARIABLE) or REPO.parent / "shared" / "data")
+"""The sample folder: $GSDOCC_SAMPLE_DATA, else ../shared/data beside the checkout."""
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """Folder of the real nuScenes / Occ3D samples (../shared/data, never copied into the repo)."""
+    """Folder of the real nuScenes / Occ3D samples (../shared/data or $GSDOCC_SAMPLE_DATA, never copied into the
+    repo)."""
     if not SHARED_DATA.is_dir():
-        pytest.fail(f"sample data folder missing: {SHARED_DATA}")
+        pytest.fail(f"sample data folder missing: {SHARED_DATA}; build it from nuScenes v1.0-mini and Occ3D-nuScenes "
+                    f"with `gsdocc sample-data --nuscenes DATAROOT --occ3d OCC3D_DIR --out FOLDER` and set "
+                    f"{SAMPLE_DATA_VARIABLE}=FOLDER (README, section \"Sample data\")", pytrace=False)
     return SHARED_DATA
 
 

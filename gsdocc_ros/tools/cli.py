@@ -12,7 +12,7 @@ from gsdocc_ros.errors import ToolError
 # add_parser(subparsers) (registering its parser with func=run) and run(args) -> int.
 SUBCOMMANDS: tuple[str, ...] = (
     "node", "checkpoint_cmd", "eval_cmd", "bench", "record",
-    "nuscenes_to_bag", "play", "render", "demo", "export_cmd",
+    "nuscenes_to_bag", "play", "render", "demo", "export_cmd", "sample_data",
 )
 
 
