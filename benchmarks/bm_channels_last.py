@@ -14,7 +14,6 @@ import resource
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
@@ -25,8 +24,9 @@ from gsdocc_ros.model.temporal import TemporalCache
 from gsdocc_ros.pipeline.acceleration import to_channels_last
 from gsdocc_ros.pipeline.frames import load_sample_frames
 from gsdocc_ros.pipeline.runner import OccupancyRunner, RunnerConfig, load_model
+from gsdocc_ros.io.sample_location import sample_data_folder
 
-SCENE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nuscenes_sample" / "scene-0061_ca9a282c"
+SCENE = sample_data_folder() / "nuscenes_sample" / "scene-0061_ca9a282c"
 
 
 def cpu_seconds() -> float:

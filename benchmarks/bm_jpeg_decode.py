@@ -12,13 +12,14 @@ import io
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import simplejpeg
 from PIL import Image
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "nuscenes_sample"
+from gsdocc_ros.io.sample_location import sample_data_folder
+
+SAMPLES = sample_data_folder() / "nuscenes_sample"
 
 
 def pillow(data: bytes) -> np.ndarray:

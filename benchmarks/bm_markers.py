@@ -12,7 +12,6 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 from rclpy.serialization import deserialize_message, serialize_message
@@ -20,8 +19,9 @@ from visualization_msgs.msg import MarkerArray
 
 from gsdocc_ros.pipeline.grid import FREE_INDEX, OccupancyGrid
 from gsdocc_ros.ros.markers import build_markers, build_markers_cdr, build_markers_reference
+from gsdocc_ros.io.sample_location import sample_data_folder
 
-LABELS = Path(__file__).resolve().parents[2] / "shared" / "data" / "occ3d_sample" / "labels.npz"
+LABELS = sample_data_folder() / "occ3d_sample" / "labels.npz"
 
 
 def median_ms(fn: Callable[[], object], repeats: int) -> float:

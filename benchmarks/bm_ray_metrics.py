@@ -12,15 +12,15 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from gsdocc_ros.pipeline.grid import FREE_INDEX
 from gsdocc_ros.pipeline.ray_metrics import RayIoU, cast_rays_reference, lidar_ray_directions, scene_ray_origins
+from gsdocc_ros.io.sample_location import sample_data_folder
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = sample_data_folder()
 
 
 def main() -> None:

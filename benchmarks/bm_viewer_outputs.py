@@ -10,7 +10,6 @@ build and serialise milliseconds (median), bytes on the wire, and what RViz rece
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 from rclpy.serialization import serialize_message
@@ -18,10 +17,11 @@ from rclpy.serialization import serialize_message
 from gsdocc_ros.pipeline.grid import FREE_INDEX, OccupancyGrid
 from gsdocc_ros.ros.markers import build_markers_cdr
 from gsdocc_ros.ros.point_cloud import BACKEND, build_point_cloud
+from gsdocc_ros.io.sample_location import sample_data_folder
 
 from bm_markers import median_ms  # the script's own folder is on sys.path
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = sample_data_folder()
 LABELS = DATA / "occ3d_sample" / "labels.npz"
 SCENE = DATA / "nuscenes_sample" / "scene-0061_ca9a282c"
 

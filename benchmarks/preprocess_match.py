@@ -9,7 +9,6 @@ Prints, per scene and input size, the resized-byte difference (uint8 levels, bef
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,8 +20,9 @@ from gsdocc_ros.pipeline.frames import load_sample_frames
 from gsdocc_ros.pipeline.preprocess import image_transform, resize_and_crop
 from gsdocc_ros.pipeline.runner import OccupancyRunner, RunnerConfig, load_model
 from gsdocc_ros.pipeline.torch_preprocess import resize_and_crop_torch
+from gsdocc_ros.io.sample_location import sample_data_folder
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "nuscenes_sample"
+SAMPLES = sample_data_folder() / "nuscenes_sample"
 SCENES = ("scene-0061_ca9a282c", "scene-0003_fd842039")
 
 

@@ -52,9 +52,10 @@ from gsdocc_ros.ros.conversions import stamp_to_ns  # noqa: E402
 from gsdocc_ros.ros.counters import SET_OUTCOMES, NodeCounter, sets_in_flight  # noqa: E402
 from gsdocc_ros.ros.node_process import DIAGNOSTICS_TOPIC, GRID_TOPIC, NODE_NAME, DiagnosticsReport, NodeProcess  # noqa: E402
 from gsdocc_ros.io.output import atomic_output  # noqa: E402
+from gsdocc_ros.io.sample_location import sample_data_folder  # noqa: E402
 from ros_feeder import SampleFeeder, spin_until  # noqa: E402
 
-DEFAULT_SCENE = REPO.parent / "shared" / "data" / "nuscenes_sample" / "scene-0061_ca9a282c"
+DEFAULT_SCENE = sample_data_folder() / "nuscenes_sample" / "scene-0061_ca9a282c"
 READY_TIMEOUT_S = 600.0
 """How long the node may take to start (import torch, build and merge the network)."""
 

@@ -12,10 +12,10 @@ from types import ModuleType
 
 import pytest
 
+from gsdocc_ros.io.sample_location import SAMPLE_DATA_VARIABLE, sample_data_folder
+
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE_DATA_VARIABLE = "GSDOCC_SAMPLE_DATA"
-SHARED_DATA = Path(os.environ.get(SAMPLE_DATA_VARIABLE) or REPO.parent / "shared" / "data")
-"""The sample folder: $GSDOCC_SAMPLE_DATA, else ../shared/data beside the checkout."""
+SHARED_DATA = sample_data_folder()
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,9 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+from gsdocc_ros.io.sample_location import sample_data_folder
+
+SHARED_DATA = sample_data_folder()
 DEFAULT_SCENE = SHARED_DATA / "nuscenes_sample" / "scene-0061_ca9a282c"
 DEFAULT_LABELS = SHARED_DATA / "occ3d_sample" / "labels.npz"
 OFFICIAL_SIZES = ("256x704", "512x1408")
