@@ -26,9 +26,9 @@ class NodeStage(StrEnum):
 STAGE_DESCRIPTIONS: dict[NodeStage, str] = {
     NodeStage.DECODE_AND_TF: "decoding the six JPEG images (in parallel) and looking up tf at their stamps",
     NodeStage.PREPROCESS: "resizing, cropping and normalising the images into the network's input",
-    NodeStage.NETWORK: "the GSD-OCC forward pass (image backbone, depth, lift to 3D, temporal fusion, occupancy "
-                       "head)",
-    NodeStage.POSTPROCESS: "class and confidence of each voxel from the logits, copied off the device",
+    NodeStage.NETWORK: "the GSD-OCC forward pass (backbone, depth, lift to 3D, temporal fusion, occupancy head), "
+                       "each voxel's class and confidence, copied off the device",
+    NodeStage.POSTPROCESS: "building the occupancy grid (and its camera-visibility mask when enabled)",
     NodeStage.GRID_MESSAGE: "packing the grid into a SemanticVoxelGrid message and publishing it",
     NodeStage.MARKERS: "building the RViz markers (near 0 when nobody subscribes)",
     NodeStage.POINTS: "building the PointCloud2 (near 0 when nobody subscribes)",
