@@ -40,8 +40,8 @@ from gsdocc_ros.ros.stages import STAGE_DESCRIPTIONS, NodeStage
 HISTORY_STEP_S = 0.5
 """Bag seconds between two inferred camera sets (the node's keyframe cadence)."""
 CPU_SECONDS_PER_SET = 20.0
-"""Wall seconds allowed per inferred set on CPU. Measured (`gsdocc demo`, 4 sets, 2 cores): 8.7 s per grid at a
-1-minute load of 0.4, rising to 26.5 s as other jobs brought the load to 3.8; beyond 20 s sets queue (set_wait)."""
+"""Wall seconds allowed per inferred set on CPU. Measured (`gsdocc demo`, 4 sets, 2 cores, 1-minute load): 8.7 s
+per grid at load 0.4, 12-13.5 s at 1.2-2.8, 26.5 s at 3.8 (other jobs); beyond 20 s sets queue (set_wait)."""
 SYNC_SLOP_NS = 60_000_000
 """Images within this of a key-camera stamp belong to its set (the node's default sync_slop_s)."""
 READY_TIMEOUT_S = 600.0
