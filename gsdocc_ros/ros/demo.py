@@ -1,16 +1,21 @@
 """The demo behind `gsdocc demo` and `make demo`: a bag (generated or given) replayed into the occupancy node run as
-its own process, its grids and /diagnostics collected, each grid drawn beside its camera images, a summary.
+its own process, its grids and /diagnostics collected, each grid drawn on one picture with its camera images and
+(for the synthetic street) its ground truth, a summary with the node's stages in words and the machine's load.
 
 ``run_demo`` does it all; Monitor is the demo's ROS side (the player's node, listening to the images, the grids and
 /diagnostics). Latency is measured on the wall clock, from the arrival of the last image of a camera set to the
 arrival of its grid (the bag keeps its recorded stamps, so the node's own /diagnostics latency compares them with
 the wall clock and is not used).
+
+Why this file is long: it is the demo's whole run (the ROS side, the replay loop, the files and the summary), each a
+short piece that only this run uses.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import sys
 import threading
@@ -30,11 +35,13 @@ from gsdocc_ros.pipeline.frames import CAMERA_NAMES, KEY_CAMERA
 from gsdocc_ros.pipeline.grid import FREE_INDEX
 from gsdocc_ros.ros.counters import NodeCounter
 from gsdocc_ros.ros.node_process import DIAGNOSTICS_TOPIC, GRID_TOPIC, NODE_NAME, DiagnosticsReport, NodeProcess
+from gsdocc_ros.ros.stages import STAGE_DESCRIPTIONS, NodeStage
 
 HISTORY_STEP_S = 0.5
 """Bag seconds between two inferred camera sets (the node's keyframe cadence)."""
 CPU_SECONDS_PER_SET = 20.0
-"""Wall seconds allowed per inferred set on CPU: ~9 s per forward on two idle cores, doubled for a busy machine."""
+"""Wall seconds allowed per inferred set on CPU. Measured (`gsdocc demo`, 4 sets, 2 cores, 1-minute load): 8.7 s
+per grid at load 0.4, 12-13.5 s at 1.2-2.8, 26.5 s at 3.8 (other jobs); beyond 20 s sets queue (set_wait)."""
 SYNC_SLOP_NS = 60_000_000
 """Images within this of a key-camera stamp belong to its set (the node's default sync_slop_s)."""
 READY_TIMEOUT_S = 600.0
@@ -278,12 +285,13 @@ def replay(node: NodeProcess, monitor: Monitor, bag: Path, rate: float, wait_s: 
         source.close()
 
 
-def save_outputs(monitor: Monitor, out: Path, bag: Path, truth_dir: Path | None) -> list[dict]:
-    """Write every received grid as <token>.npz and its picture (cameras + top-down + 3D) as <token>.png."""
+def save_outputs(monitor: Monitor, out: Path, bag: Path, truth_dir: Path | None, checkpoint: Path | None) -> list[dict]:
+    """Write every received grid as <token>.npz and its one picture as <token>.png: the cameras, the prediction
+    (top-down + 3D), the ground truth beside it when ``truth_dir`` has one, and a line saying how to read it."""
     from gsdocc_ros.io.sample_tokens import TokenMap
     from gsdocc_ros.ros.grid_recorder import save_message
     from gsdocc_ros.ros.image_decode import decode_image
-    from gsdocc_ros.viz.render import render_grid, save_png
+    from gsdocc_ros.viz.render import reading_line, render_grid, save_png
 
     try:
         tokens = TokenMap.from_bag(bag)
@@ -291,6 +299,7 @@ def save_outputs(monitor: Monitor, out: Path, bag: Path, truth_dir: Path | None)
         tokens = None  # a bag without /gsdocc/sample_token: files are named by stamp
     (out / "grids").mkdir()
     (out / "pictures").mkdir()
+    name = f"prediction ({'random weights' if checkpoint is None else checkpoint.name})"
     rows = []
     for grid in tqdm(monitor.grids, desc="drawing", unit="grid"):
         try:
@@ -304,15 +313,15 @@ def save_outputs(monitor: Monitor, out: Path, bag: Path, truth_dir: Path | None)
         row = {"stamp_ns": grid.stamp_ns, "file": str(path.relative_to(out)),
                "latency_ms": round((grid.arrived - complete) * 1e3, 1) if grid.camera_set else None,
                "occupied_voxels": int(np.count_nonzero(labels != FREE_INDEX)), "source": grid.msg.source}
-        picture = out / "pictures" / f"{path.stem}.png"
-        save_png(render_grid(labels, images=images, title=f"{grid.msg.source}: {path.stem}"), picture)
-        row["picture"] = str(picture.relative_to(out))
         truth = truth_dir / path.name if truth_dir is not None else None
-        if truth is not None and truth.is_file():
-            truth_picture = out / "pictures" / f"{path.stem}_truth.png"
-            save_png(render_grid(read_grid_file(truth).labels, title=f"ground truth of the synthetic scene: "
-                                                                     f"{path.stem}"), truth_picture)
-            row.update(truth=str(truth.relative_to(out)), truth_picture=str(truth_picture.relative_to(out)))
+        truth_labels = read_grid_file(truth).labels if truth is not None and truth.is_file() else None
+        if truth_labels is not None:
+            row["truth"] = str(truth.relative_to(out))
+        picture = out / "pictures" / f"{path.stem}.png"
+        save_png(render_grid(labels, images=images, title=f"{grid.msg.source}: {path.stem}", name=name,
+                             truth=truth_labels, truth_name="ground truth of the synthetic scene",
+                             reading=reading_line(checkpoint is None, truth_labels is not None)), picture)
+        row["picture"] = str(picture.relative_to(out))
         rows.append(row)
     return rows
 
@@ -324,12 +333,17 @@ def stats(values: list[float]) -> dict[str, float | None]:
     return {"mean": round(float(np.mean(values)), 1), "min": round(min(values), 1), "max": round(max(values), 1)}
 
 
+def machine_load() -> list[float]:
+    """The machine's 1-, 5- and 15-minute load averages now (above the core count, the node's times grow)."""
+    return [round(load, 2) for load in os.getloadavg()]
+
+
 def summarise(result: DemoResult, checkpoint: Path | None, synthetic: bool, bag: Path, device: str, rate: float,
-              wall_s: float, node_end: str) -> dict:
-    """The summary.json content."""
+              wall_s: float, node_end: str, loads: tuple[list[float], list[float]]) -> dict:
+    """The summary.json content: counts, times with the stages in words, and the load they were measured under."""
     latencies = [g["latency_ms"] for g in result.grids if g["latency_ms"] is not None]
     report = result.node_report
-    processing = [sum(v for k, v in stages.items() if k != "set_wait") for stages in result.stage_history if stages]
+    processing = [sum(v for k, v in s.items() if k != NodeStage.SET_WAIT) for s in result.stage_history if s]
     return {
         "bag": str(bag), "synthetic": synthetic,
         "weights": str(checkpoint) if checkpoint else "RANDOM (seeded): the occupancy is meaningless",
@@ -337,11 +351,14 @@ def summarise(result: DemoResult, checkpoint: Path | None, synthetic: bool, bag:
         "camera_sets_in_bag": result.sets_in_bag, "camera_sets_played": result.sets_played,
         "camera_sets_received_by_node": report.counter(NodeCounter.SETS_IN) if report else None,
         "grids_out": len(result.grids),
-        "latency_ms": {"what": "wall clock, last image of a camera set arriving -> its grid arriving",
-                       **stats(latencies)},
-        "node_processing_ms": {"what": "the node's stage times per grid, without waiting for its worker",
+        "latency_ms": {"what": "wall clock, last image of a camera set arriving -> its grid arriving: the node's "
+                               "processing plus any queueing behind earlier sets (set_wait)", **stats(latencies)},
+        "node_processing_ms": {"what": "the node's stage times per grid, without queueing (set_wait)",
                                **stats(processing)},
         "node_stages_ms_last_grid": report.stages_ms() if report else {},
+        "node_stage_descriptions": {str(stage): what for stage, what in STAGE_DESCRIPTIONS.items()},
+        "machine": {"cpu_count": os.cpu_count(), "load_at_start": loads[0], "load_at_end": loads[1],
+                    "what": "1-, 5- and 15-minute load averages of the whole machine as the replay started and ended"},
         "node_counters": report.counters() if report else {},
         "grids": result.grids, "node_log": "node.log", "node_end": node_end, "wall_s": round(wall_s, 1),
     }
@@ -365,6 +382,7 @@ def run_demo(out: Path, checkpoint: Path | None, bag: Path | None, device: str, 
         print(f"generated {played}: {keyframes} camera sets of a synthetic street", file=sys.stderr)
     else:
         played = bag
+    load_at_start = machine_load()
 
     node = NodeProcess(node_command(checkpoint, device, backend, graph_dir), out / "node.log")
     monitor = None
@@ -373,12 +391,14 @@ def run_demo(out: Path, checkpoint: Path | None, bag: Path | None, device: str, 
         monitor = Monitor({camera: image_topic(camera) for camera in CAMERA_NAMES})
         wait_s = 3 * CPU_SECONDS_PER_SET if device == "cpu" else 10.0
         result = replay(node, monitor, played, rate, wait_s)
+        loads = (load_at_start, machine_load())
     finally:
         node_end = node.stop()
         if monitor is not None:
             monitor.close()
-    result.grids = save_outputs(monitor, out, played, truth_dir)
-    summary = summarise(result, checkpoint, bag is None, played, device, rate, time.monotonic() - started, node_end)
+    result.grids = save_outputs(monitor, out, played, truth_dir, checkpoint)
+    summary = summarise(result, checkpoint, bag is None, played, device, rate, time.monotonic() - started, node_end,
+                        loads)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if not result.grids:
         raise ToolError(f"no grid came out of the node; see {out / 'node.log'}:\n{node.tail()}")

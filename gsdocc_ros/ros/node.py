@@ -52,6 +52,7 @@ from gsdocc_ros.ros.markers import build_markers_cdr
 from gsdocc_ros.ros.command_line import command_line_problem
 from gsdocc_ros.ros.params import DEFAULTS, NodeParams, descriptor, validate
 from gsdocc_ros.ros.qos import camera_qos, output_qos, overridable
+from gsdocc_ros.ros.stages import NodeStage
 
 
 class SetRejected(Exception):
@@ -356,9 +357,10 @@ class OccupancyNode(Node):
             self.points_pub.publish(point_cloud.build_point_cloud(result.grid, p.ego_frame))
         t3 = time.perf_counter()
         self._count(NodeCounter.GRIDS_OUT)
-        self.stage_ms = {"decode_and_tf": prepared.prepare_ms, **result.timings_ms,
-                         "grid_message": (t1 - t0) * 1e3, "markers": (t2 - t1) * 1e3, "points": (t3 - t2) * 1e3,
-                         "set_wait": (time.monotonic() - prepared.received) * 1e3 - prepared.prepare_ms
+        self.stage_ms = {NodeStage.DECODE_AND_TF: prepared.prepare_ms, **result.timings_ms,
+                         NodeStage.GRID_MESSAGE: (t1 - t0) * 1e3, NodeStage.MARKERS: (t2 - t1) * 1e3,
+                         NodeStage.POINTS: (t3 - t2) * 1e3,
+                         NodeStage.SET_WAIT: (time.monotonic() - prepared.received) * 1e3 - prepared.prepare_ms
                          - sum(result.timings_ms.values()) - (t3 - t0) * 1e3}
         now_ns = self.get_clock().now().nanoseconds
         self.latency_ms = (now_ns - result.grid.stamp_ns) / 1e6

@@ -7,13 +7,17 @@ Without --bag, a short six-camera bag of a synthetic street (nuScenes-like camer
 generated into OUT, with the scene's ground-truth occupancy. The occupancy node is started as a separate process
 (`gsdocc node`; on seeded random weights, announced as such, when no --checkpoint is given), and once it
 subscribes the bag is replayed into it. Meanwhile its grids are recorded and its /diagnostics read. Finally each
-grid is drawn beside its six camera images, and a summary is printed and written to OUT/summary.json: camera sets
-played and received, grids out, latency, where the files are.
+grid is drawn on one picture, OUT/pictures/<token>.png: the six camera images, the prediction (top-down and 3D),
+the synthetic street's ground truth beside it (what a trained model should approach; on random weights expect a
+nearly uniform grid instead), and a line saying how to read it. A summary is printed and written to
+OUT/summary.json: camera sets played and received, grids out, latency, the node's stages in words, the machine's
+load, where the files are.
 
-Rate: the node infers on sets 0.5 s apart (keyframe cadence). On CUDA the bag plays in real time; on CPU, where
-one inference takes about 9 s on two cores, it plays slowly enough that every keyframe is inferred (--rate
-overrides). Latency is measured here, on the wall clock: from the arrival of the last image of a camera set to
-the arrival of its grid.
+Rate: the node infers on sets 0.5 s apart (keyframe cadence). On CUDA the bag plays in real time; on CPU it plays
+20 s per set, slowly enough that every keyframe is inferred (--rate overrides). A CPU inference took 8.7 s on two
+cores at a load of 0.4, 12-13.5 s at 1.2-2.8 and 26.5 s at 3.8 (other jobs on the cores); the summary gives the
+load each run saw. Latency is measured here, on the wall clock: from the arrival of the last image of a camera set to the arrival
+of its grid, so it holds the node's processing plus any queueing behind earlier sets (the stage set_wait).
 
 OUT (default out/demo) is the demo's own folder: a previous demo's results there are replaced; a folder that
 holds anything else is refused. All processes are stopped on exit, also after an error or Ctrl-C; the exit code
@@ -85,23 +89,28 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_summary(summary: dict, out: Path) -> None:
-    """The short report on stdout; the last line says what was written where."""
-    latency = summary["latency_ms"]
+    """The short report on stdout, times beside the load they were measured under and the node's stages in words;
+    the last line says what was written where."""
+    latency, machine = summary["latency_ms"], summary["machine"]
+    (start, *_), (end, *_) = machine["load_at_start"], machine["load_at_end"]
+    under = f"on {machine['cpu_count']} cores at load {start:.1f} -> {end:.1f} (1-min average, replay start -> end)"
     print(f"weights: {summary['weights']}  device: {summary['device']}  replay rate: {summary['rate']:.3g}")
     print(f"camera sets: {summary['camera_sets_played']} played of {summary['camera_sets_in_bag']} in the bag, "
           f"{summary['camera_sets_received_by_node'] if summary['camera_sets_received_by_node'] is not None else '?'} "
           f"received by the node; grids out: {summary['grids_out']}")
-    if latency["mean"] is not None:
-        print(f"latency (last image of a set -> grid, wall clock): mean {latency['mean'] / 1e3:.2f} s, "
-              f"min {latency['min'] / 1e3:.2f} s, max {latency['max'] / 1e3:.2f} s")
     processing = summary["node_processing_ms"]
     if processing["mean"] is not None:
-        print(f"node processing per grid (its stage times, without queueing): mean {processing['mean'] / 1e3:.2f} s, "
-              f"min {processing['min'] / 1e3:.2f} s, max {processing['max'] / 1e3:.2f} s")
-    stages = summary["node_stages_ms_last_grid"]
+        print(f"node processing per grid (its stages, without queueing): mean {processing['mean'] / 1e3:.2f} s, "
+              f"min {processing['min'] / 1e3:.2f} s, max {processing['max'] / 1e3:.2f} s, {under}")
+    if latency["mean"] is not None:
+        print(f"latency (last image of a set -> its grid, wall clock: processing plus queueing behind earlier sets): "
+              f"mean {latency['mean'] / 1e3:.2f} s, min {latency['min'] / 1e3:.2f} s, max {latency['max'] / 1e3:.2f} s")
+    stages, described = summary["node_stages_ms_last_grid"], summary["node_stage_descriptions"]
     if stages:
-        print("node stages of the last grid (ms): " + ", ".join(f"{k} {v:.0f}" for k, v in stages.items()))
-    pictures = sum(1 for g in summary["grids"] for key in ("picture", "truth_picture") if key in g)
+        print("node stages of the last grid:")
+        for stage, ms in stages.items():
+            print(f"  {stage:<14}{ms:>9.0f} ms  {described.get(stage, '(not described)')}")
+    pictures = sum(1 for g in summary["grids"] if "picture" in g)
     print(f"wrote {out / 'summary.json'}, {summary['grids_out']} grids in {out / 'grids'}, {pictures} pictures in "
           f"{out / 'pictures'} (node log: {out / 'node.log'}; took {summary['wall_s']:.0f} s)")
 

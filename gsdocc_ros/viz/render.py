@@ -1,8 +1,9 @@
 """Occupancy grids as pictures: a top-down view (highest non-free voxel per column, Occ3D colours) and a 3D view of
-the non-free voxel centres, optionally beside the six camera images; PNGs written atomically.
+the non-free voxel centres, optionally below the six camera images and beside a ground truth drawn the same way,
+with a line of text saying how to read the picture; PNGs written atomically.
 
 Top-down: x (forward) up, y (left) to the left, ego metres, white where a column is free. 3D: evenly subsampled
-to at most MAX_POINTS_3D centres, z stretched by Z_EXAGGERATION.
+to at most MAX_POINTS_3D centres (the title says how many of how many), z stretched by Z_EXAGGERATION.
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ Z_EXAGGERATION = 3
 """Vertical stretch of the 3D view: the grid is 80 m wide but only 6.4 m tall."""
 BEV_LABEL = "bev"
 """Label of the top-down axes in a rendered figure: its data coordinates are (y, x) in ego metres."""
+TRUTH_BEV_LABEL = "bev truth"
+"""Label of the ground truth's top-down axes (same coordinates)."""
+READING_HEIGHT_IN = 0.8
+"""Height (inches) of the strip at the bottom of a figure that holds its reading line."""
+READING_GID = "reading"
+"""gid of the figure's how-to-read text."""
 
 
 def top_labels(labels: np.ndarray, free_index: int = FREE_INDEX) -> np.ndarray:
@@ -50,23 +57,27 @@ def bev_image(labels: np.ndarray, free_index: int = FREE_INDEX, colors: np.ndarr
     return colors[top_labels(labels, free_index)][::-1, ::-1]
 
 
-def draw_bev(ax: Axes, labels: np.ndarray, geometry: GridGeometry = OCC3D_GEOMETRY) -> None:
-    """Top-down view on ``ax`` in ego metres (horizontal: y, left positive on the left; vertical: x forward)."""
+def draw_bev(ax: Axes, labels: np.ndarray, geometry: GridGeometry = OCC3D_GEOMETRY, name: str = "",
+             label: str = BEV_LABEL) -> None:
+    """Top-down view on ``ax`` in ego metres (horizontal: y, left positive on the left; vertical: x forward);
+    ``name`` (what the grid is) heads the title, ``label`` names the axes."""
     (x0, y0, _), size = geometry.origin, geometry.voxel_size
     x1, y1 = x0 + labels.shape[0] * size, y0 + labels.shape[1] * size
     ax.imshow(bev_image(labels), extent=(y1, y0, x0, x1), interpolation="nearest", origin="upper")
     ax.plot(0, 0, marker="^", color="black", markersize=6)  # the ego origin, pointing forward
     ax.set_xlabel("y (m, left)")
     ax.set_ylabel("x (m, forward)")
-    ax.set_title("top-down: highest occupied voxel")
-    ax.set_label(BEV_LABEL)
+    ax.set_title(headed(name, "top-down: highest occupied voxel"))
+    ax.set_label(label)
 
 
 def draw_3d(ax: Axes, labels: np.ndarray, geometry: GridGeometry = OCC3D_GEOMETRY,
-            max_points: int = MAX_POINTS_3D) -> None:
-    """Non-free voxel centres as square markers coloured by class on a 3D axes (evenly subsampled)."""
+            max_points: int = MAX_POINTS_3D, name: str = "") -> None:
+    """Non-free voxel centres as square markers coloured by class on a 3D axes (evenly subsampled: every n-th,
+    the title says which n and how many of how many); ``name`` (what the grid is) heads the title."""
     index = np.argwhere(labels != FREE_INDEX)  # (M, 3) x, y, z indices
-    index = index[::max(1, math.ceil(len(index) / max_points))]
+    occupied, step = len(index), max(1, math.ceil(len(index) / max_points))
+    index = index[::step]
     centres = geometry.centres(index)  # (M, 3) ego metres
     colors = OCC3D_COLORS[labels[tuple(index.T)]] / 255.0
     ax.scatter(centres[:, 0], centres[:, 1], centres[:, 2], c=colors, s=2, marker="s", depthshade=False,
@@ -78,7 +89,34 @@ def draw_3d(ax: Axes, labels: np.ndarray, geometry: GridGeometry = OCC3D_GEOMETR
     ax.set_zlim(lo[2], lo[2] + extent[2])
     ax.set_box_aspect((extent[0], extent[1], extent[2] * Z_EXAGGERATION))
     ax.view_init(elev=40, azim=-160)
-    ax.set_title(f"3D: {len(index):,} voxel centres (height x{Z_EXAGGERATION})")
+    drawn = f"all {occupied:,} occupied voxels drawn\n(" if step == 1 else \
+        f"{len(index):,} of {occupied:,} occupied voxels drawn\n(every {ordinal(step)}, "
+    ax.set_title(headed(name, f"3D: {drawn}height x{Z_EXAGGERATION})"))
+
+
+def ordinal(n: int) -> str:
+    """``n`` as an English ordinal: 2nd, 3rd, 11th, 16th, 21st."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def headed(name: str, title: str) -> str:
+    """An axes title under the name of what it shows (the title alone when ``name`` is empty)."""
+    return f"{name}\n{title}" if name else title
+
+
+def reading_line(random_weights: bool, with_truth: bool) -> str:
+    """How to read a prediction's picture, in words: with random weights, that it is meaningless; with trained
+    ones, what the colours and axes mean; and, beside a ground truth, what that truth is for."""
+    if random_weights:
+        line = ("How to read: the network runs on RANDOM weights, so its prediction is meaningless: expect a nearly "
+                "uniform grid (one class almost everywhere).")
+    else:
+        line = ("How to read: top-down, x (forward) is up and y (left) to the left, in ego metres, the ego at the "
+                "black triangle; colour = class of the highest occupied voxel of each column; white = free.")
+    if with_truth:
+        line += " The ground truth beside it shows what a trained model should approach."
+    return line
 
 
 def load_camera_images(source: Path) -> dict[str, np.ndarray]:
@@ -102,34 +140,52 @@ def load_camera_images(source: Path) -> dict[str, np.ndarray]:
 
 
 def render_grid(labels: np.ndarray, geometry: GridGeometry = OCC3D_GEOMETRY,
-                images: dict[str, np.ndarray] | None = None, title: str = "") -> Figure:
-    """The whole picture: cameras (2x3, model order) on top when given, then top-down and 3D views with a legend.
+                images: dict[str, np.ndarray] | None = None, title: str = "", *, name: str = "",
+                truth: np.ndarray | None = None, truth_name: str = "ground truth", reading: str = "") -> Figure:
+    """The whole picture: cameras (2x3, model order) on top when given, then top-down and 3D views of ``labels``
+    (headed ``name``), those of ``truth`` beside them when given (headed ``truth_name``), a legend of the classes
+    present, and ``reading`` (how to read the picture) as a line of text at the bottom.
 
-    Sizes are fixed: 1400x700 px without images, 1400x1200 px with them (DPI 100).
+    Sizes are fixed (DPI 100): 1400 px wide, 2100 with a truth; 700 px high, 1200 with images; plus
+    READING_HEIGHT_IN with a reading line.
     """
-    if labels.shape != tuple(geometry.size):
-        raise ValueError(f"labels: shape {labels.shape} differs from the grid size {tuple(geometry.size)}")
-    fig = Figure(figsize=(14, 12 if images else 7), dpi=DPI)
-    grids = fig.add_gridspec(2 if images else 1, 1, height_ratios=(5, 7) if images else None,
-                             left=0.05, right=0.98, bottom=0.07, top=0.93 if title else 0.96, hspace=0.12)
+    for what, grid in (("labels", labels), ("truth", truth)):
+        if grid is not None and grid.shape != tuple(geometry.size):
+            raise ValueError(f"{what}: shape {grid.shape} differs from the grid size {tuple(geometry.size)}")
+    width, height = (14 if truth is None else 21), (12 if images else 7)
+    strip = READING_HEIGHT_IN if reading else 0.0
+    fig = Figure(figsize=(width, height + strip), dpi=DPI)
+    top = 1 - (0.07 if title else 0.04) * height / (height + strip)
+    ratios = (5, 7) if truth is None else (6, 5)  # cameras : views
+    grids = fig.add_gridspec(2 if images else 1, 1, height_ratios=ratios if images else None,
+                             left=0.05 * 14 / width, right=1 - 0.02 * 14 / width,
+                             bottom=(0.07 * height + strip) / (height + strip), top=top, hspace=0.12)
     if images:
         cams = grids[0].subgridspec(2, 3, wspace=0.02, hspace=0.1)
-        for i, name in enumerate(CAMERA_NAMES):
+        for i, camera in enumerate(CAMERA_NAMES):
             ax = fig.add_subplot(cams[i // 3, i % 3])
-            if name in images:
-                ax.imshow(images[name])
-            ax.set_title(name, fontsize=9)
+            if camera in images:
+                ax.imshow(images[camera])
+            ax.set_title(camera, fontsize=9)
             ax.set_axis_off()
-    views = grids[-1].subgridspec(1, 3, width_ratios=(6, 6, 2), wspace=0.15)
-    draw_bev(fig.add_subplot(views[0]), labels, geometry)
-    draw_3d(fig.add_subplot(views[1], projection="3d"), labels, geometry)
-    present = [c for c in np.unique(labels) if c != FREE_INDEX]
-    legend_ax = fig.add_subplot(views[2])
+    views = grids[-1].subgridspec(1, 3 if truth is None else 5, width_ratios=(6, 6, 2) if truth is None
+                                  else (6, 6, 6, 6, 3), wspace=0.25)
+    draw_bev(fig.add_subplot(views[0]), labels, geometry, name)
+    draw_3d(fig.add_subplot(views[1], projection="3d"), labels, geometry, name=name)
+    if truth is not None:
+        draw_bev(fig.add_subplot(views[2]), truth, geometry, truth_name, TRUTH_BEV_LABEL)
+        draw_3d(fig.add_subplot(views[3], projection="3d"), truth, geometry, name=truth_name)
+    shown = np.unique(labels) if truth is None else np.union1d(np.unique(labels), np.unique(truth))
+    present = [c for c in shown if c != FREE_INDEX]
+    legend_ax = fig.add_subplot(views[-1])
     legend_ax.set_axis_off()
     legend_ax.legend(handles=[Patch(facecolor=OCC3D_COLORS[c] / 255.0, edgecolor="black", label=CLASS_NAMES[c])
                               for c in present], loc="center left", fontsize=9, frameon=False)
     if title:
         fig.suptitle(title)
+    if reading:
+        fig.text(0.5, strip / 2 / (height + strip), reading, ha="center", va="center", fontsize=12, wrap=True,
+                 gid=READING_GID)
     return fig
 
 

@@ -23,6 +23,7 @@ from gsdocc_ros.model.config import ModelConfig
 from gsdocc_ros.pipeline.frames import CAMERA_NAMES, KEY_CAMERA, CameraFrame
 from gsdocc_ros.pipeline.geometry import camera_to_key_ego, make_transform, quaternion_to_matrix
 from gsdocc_ros.pipeline.runner import OccupancyRunner, RunnerConfig, load_model
+from gsdocc_ros.ros.stages import NodeStage
 from gsdocc_ros.tools import cli
 from gsdocc_ros.io.bags import bag_typestore, open_bag
 from gsdocc_ros.io.grid_files import read_grid_file
@@ -31,7 +32,8 @@ from gsdocc_ros.io.grid_files import read_grid_file
 KEYFRAMES = 2
 SUMMARY_KEYS = {"bag", "synthetic", "weights", "device", "rate", "camera_sets_in_bag", "camera_sets_played",
                 "camera_sets_received_by_node", "grids_out", "latency_ms", "node_processing_ms",
-                "node_stages_ms_last_grid", "node_counters", "grids", "node_log", "node_end", "wall_s"}
+                "node_stages_ms_last_grid", "node_stage_descriptions", "machine", "node_counters", "grids", "node_log",
+                "node_end", "wall_s"}
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,6 +72,18 @@ def test_demo_end_to_end(demo_run) -> None:
     assert summary["node_end"] == "stopped (code 0)"
     assert 0 < summary["node_processing_ms"]["min"] <= summary["latency_ms"]["max"]
     assert summary["node_stages_ms_last_grid"]["network"] > 0
+    # Every stage the node reports is one of ours, and described in words in the summary and on stdout.
+    stages, described = summary["node_stages_ms_last_grid"], summary["node_stage_descriptions"]
+    assert set(stages) == set(NodeStage) and set(stages) <= set(described)
+    for stage in stages:
+        assert any(line.split()[:1] == [stage] and line.endswith(described[stage]) for line in done.stdout.splitlines())
+    machine = summary["machine"]
+    assert machine["cpu_count"] == os.cpu_count()
+    for key in ("load_at_start", "load_at_end"):
+        assert len(machine[key]) == 3 and all(isinstance(v, float) and v >= 0 for v in machine[key])
+    assert f"on {os.cpu_count()} cores at load {machine['load_at_start'][0]:.1f} -> " in done.stdout
+    assert sorted(p.name for p in (out / "pictures").iterdir()) == [f"synthetic-street-{i:03d}.png"
+                                                                   for i in range(KEYFRAMES)]  # one per set
 
     for index, row in enumerate(summary["grids"]):
         token = f"synthetic-street-{index:03d}"
@@ -77,10 +91,10 @@ def test_demo_end_to_end(demo_run) -> None:
         labels = read_grid_file(out / row["file"]).labels
         assert row["occupied_voxels"] == int(np.count_nonzero(labels != 17))
         assert row["latency_ms"] > 0
-        for key in ("picture", "truth_picture"):
-            with Image.open(out / row[key]) as picture:
-                picture.load()
-                assert picture.format == "PNG" and picture.size[0] >= 1000
+        with Image.open(out / row["picture"]) as picture:
+            picture.load()
+            # cameras, prediction and truth side by side with a reading line: 21 x 12.8 inches at 100 dpi
+            assert picture.format == "PNG" and picture.size == (2100, 1280)
         truth = read_grid_file(out / row["truth"]).labels
         assert np.count_nonzero(truth == 4) > 0  # the truth holds the street's cars
 
