@@ -307,7 +307,8 @@ def save_outputs(monitor: Monitor, out: Path, bag: Path, truth_dir: Path | None,
         except ValueError as error:
             print(f"warning: grid at {grid.stamp_ns} refused: {error}", file=sys.stderr)
             continue
-        labels = read_grid_file(path).labels
+        grid_file = read_grid_file(path)
+        labels = grid_file.labels
         images = {camera: decode_image(msg) for camera, (msg, _) in grid.camera_set.items()}
         complete = max((t for _, t in grid.camera_set.values()), default=math.nan)
         row = {"stamp_ns": grid.stamp_ns, "file": str(path.relative_to(out)),
@@ -318,9 +319,10 @@ def save_outputs(monitor: Monitor, out: Path, bag: Path, truth_dir: Path | None,
         if truth_labels is not None:
             row["truth"] = str(truth.relative_to(out))
         picture = out / "pictures" / f"{path.stem}.png"
-        save_png(render_grid(labels, images=images, title=f"{grid.msg.source}: {path.stem}", name=name,
-                             truth=truth_labels, truth_name="ground truth of the synthetic scene",
-                             reading=reading_line(checkpoint is None, truth_labels is not None)), picture)
+        title = grid_file.info.caption(path.name, grid_file.kind)
+        reading = reading_line(checkpoint is None, truth_labels is not None)
+        save_png(render_grid(labels, images=images, title=title, name=name, truth=truth_labels,
+                             truth_name="ground truth of the synthetic scene", reading=reading), picture)
         row["picture"] = str(picture.relative_to(out))
         rows.append(row)
     return rows
