@@ -75,7 +75,8 @@ class Keyframe:
 
 
 SCENE_0061 = Keyframe("scene-0061_ca9a282c", "ca9a282c9e77460f8360f564131a8af5", False, (
-    "test_ab_pairs", "test_bench", "test_camera_liveness", "test_conversions", "test_eval", "test_export",
+    "test_ab_pairs", "test_bench", "test_camera_liveness", "test_conversions", "test_demo_picture", "test_eval",
+    "test_export",
     "test_faults", "test_generic_rig", "test_geometry", "test_gsdocc", "test_host_sync", "test_image_decode",
     "test_nuscenes_to_bag", "test_node", "test_play", "test_qos", "test_render", "test_rig_fit", "test_runner",
     "test_stop", "test_sync", "test_synthetic_scene", "test_tf", "test_acceleration", "test_torch_preprocess",
@@ -85,8 +86,8 @@ SCENE_0003 = Keyframe("scene-0003_fd842039", "fd8420396768425eabec9bdddf7e64b6",
     "test_view_transform", "deploy_data"))
 KEYFRAMES = (SCENE_0061, SCENE_0003)
 POSES_NEEDED_BY = ("test_node", "test_ray_metrics")
-OCC3D_NEEDED_BY = ("test_ab_pairs", "test_bad_input", "test_bench", "test_conversions", "test_eval", "test_markers",
-                   "test_metrics", "test_point_cloud", "test_ray_metrics", "test_render")
+OCC3D_NEEDED_BY = ("test_ab_pairs", "test_bad_input", "test_bench", "test_conversions", "test_demo_picture",
+                   "test_eval", "test_markers", "test_metrics", "test_point_cloud", "test_ray_metrics", "test_render")
 
 
 def rounded(matrix: Any) -> list:
