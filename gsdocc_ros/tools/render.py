@@ -43,7 +43,6 @@ def run(args: argparse.Namespace) -> int:
     from gsdocc_ros.io.grid_files import read_grid_file
     from gsdocc_ros.io.output import refuse_existing
     from gsdocc_ros.pipeline.grid import FREE_INDEX, OCC3D_GEOMETRY
-    from gsdocc_ros.viz.render import load_camera_images, render_grid, save_png
 
     if (args.input is None) == (args.topic is None):
         raise ToolError("give exactly one of INPUT or --topic")
@@ -52,13 +51,15 @@ def run(args: argparse.Namespace) -> int:
     if not args.out.parent.is_dir():
         raise ToolError(f"output folder {args.out.parent} does not exist")
     refuse_existing([args.out], args.force)
+    grid = None if args.topic else read_grid_file(args.input, need_masks=(f"mask_{args.mask}",) if args.mask else ())
+    from gsdocc_ros.viz.render import load_camera_images, render_grid, save_png  # matplotlib: once the input is read
+
     images = load_camera_images(args.images) if args.images is not None else None
-    if args.topic:
+    if grid is None:
         from gsdocc_ros.ros.grid_recorder import grid_from_topic
 
         labels, geometry, title = grid_from_topic(args.topic, args.timeout)
     else:
-        grid = read_grid_file(args.input, need_masks=(f"mask_{args.mask}",) if args.mask else ())
         labels, geometry, title = grid.labels, OCC3D_GEOMETRY, str(args.input)
         if args.mask:
             labels = np.where(grid.masks[f"mask_{args.mask}"], labels, FREE_INDEX).astype(np.uint8)
