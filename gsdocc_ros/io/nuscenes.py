@@ -7,6 +7,7 @@ before anything is written, then written in the format of one ROS 2 distribution
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,25 +26,57 @@ from gsdocc_ros.io.output import refuse_existing
 from gsdocc_ros.pipeline.frames import CAMERA_NAMES, KEY_CAMERA
 
 
+NUSCENES_TABLES = ("category", "attribute", "visibility", "instance", "sensor", "calibrated_sensor", "ego_pose", "log",
+                   "scene", "sample", "sample_data", "sample_annotation", "map")
+"""The tables nuscenes-devkit loads, each from <dataroot>/<version>/<table>.json."""
+DATAROOT_LAYOUT = ("a nuScenes dataroot holds <dataroot>/<version>/<table>.json for each of "
+                   f"{', '.join(NUSCENES_TABLES)}, and the samples/ and sweeps/ files those tables name")
+
+
 def check_tables(dataroot: Path, version: str) -> None:
-    """ToolError unless ``dataroot`` holds the ``version`` tables folder, naming the versions it does hold."""
+    """ToolError unless ``dataroot`` holds every table file of ``version``, naming the missing file (full path) or
+    the versions it does hold."""
     if not dataroot.is_dir():
         raise ToolError(f"--dataroot {dataroot} is not a directory")
     if not (dataroot / version).is_dir():
         found = sorted(p.name for p in dataroot.iterdir() if p.is_dir() and p.name.startswith("v1.0"))
         raise ToolError(f"nuScenes tables {dataroot / version} do not exist (check --version and --dataroot; "
                         f"versions under --dataroot: {', '.join(found) or 'none'})")
+    missing = [dataroot / version / f"{name}.json" for name in NUSCENES_TABLES
+               if not (dataroot / version / f"{name}.json").is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ToolError(f"nuScenes table {missing[0]} is missing{more}; {DATAROOT_LAYOUT}")
+
+
+def _unreadable_table(dataroot: Path, version: str) -> str:
+    """The first table of ``version`` that is not valid JSON, as "PATH (reason)"; "" when all parse."""
+    for name in NUSCENES_TABLES:
+        path = dataroot / version / f"{name}.json"
+        try:
+            json.loads(path.read_bytes())
+        except ValueError as error:
+            return f"{path} ({error})"
+    return ""
 
 
 def load_nuscenes(dataroot: Path, version: str, verbose: bool = False) -> Any:
-    """nuscenes-devkit's NuScenes for ``version`` under ``dataroot``; ToolError naming what is missing."""
+    """nuscenes-devkit's NuScenes for ``version`` under ``dataroot``; ToolError naming what is missing or broken."""
     check_tables(dataroot, version)
     from nuscenes.nuscenes import NuScenes
 
     try:
         return NuScenes(version=version, dataroot=str(dataroot), verbose=verbose)
-    except (AssertionError, OSError, KeyError, IndexError, ValueError) as error:
-        raise ToolError(f"cannot load nuScenes {version} from {dataroot}: {error!r}") from None
+    except OSError as error:
+        raise ToolError(f"cannot load nuScenes {version} from {dataroot}: {error.filename}: "
+                        f"{error.strerror or error}") from None
+    except ValueError as error:
+        raise ToolError(f"cannot load nuScenes {version} from {dataroot}: not valid JSON: "
+                        f"{_unreadable_table(dataroot, version) or error}; copy the table again from the download"
+                        ) from None
+    except (AssertionError, KeyError, IndexError) as error:
+        raise ToolError(f"cannot load nuScenes {version} from {dataroot}: the tables do not fit together "
+                        f"({type(error).__name__}: {error}); {DATAROOT_LAYOUT}") from None
 
 
 def select_scenes(nusc: Any, names: Sequence[str] | None) -> list[dict]:
@@ -156,7 +189,8 @@ class BagPlan:
         """ToolError naming the first missing dataset file (and how many are missing), before any writing."""
         missing = [name for name in self.files if not (dataroot / name).is_file()]
         if missing:
-            raise ToolError(f"{len(missing)} dataset file(s) missing, e.g. {dataroot / missing[0]}")
+            raise ToolError(f"{len(missing)} dataset file(s) missing, e.g. {dataroot / missing[0]}; the tables name "
+                            f"them under {dataroot}: copy samples/ and sweeps/ from the same nuScenes download")
 
 
 @dataclass
@@ -180,6 +214,9 @@ def convert(dataroot: Path, version: str, out: Path, scenes: Sequence[str] | Non
         raise ToolError(f"--ros-distro {ros_distro!r} unknown; choose from {', '.join(DISTROS)}")
     distro = DISTROS[ros_distro]
     refuse_existing([out], force)
+    folder = next(parent for parent in out.absolute().parents if parent.exists())
+    if not folder.is_dir():
+        raise ToolError(f"--out {out}: {folder} is a file, not a folder; choose another --out")
     nusc = load_nuscenes(dataroot, version)
     selected = select_scenes(nusc, scenes)
     plan = BagPlan(nusc, MessageFactory(dataroot, distro), all_sweeps, lidar)
@@ -192,8 +229,11 @@ def convert(dataroot: Path, version: str, out: Path, scenes: Sequence[str] | Non
     names = [scene["name"] for scene in selected]
     custom = {"gsdocc.source": f"nuScenes {version}", "gsdocc.scenes": " ".join(names),
               "gsdocc.sweeps": "all" if all_sweeps else "keyframes"}
-    with atomic_bag(out, force) as staging:
-        counts = write_bag(staging, plan.ordered(), STORAGES[storage], custom, progress, distro)
+    try:
+        with atomic_bag(out, force) as staging:
+            counts = write_bag(staging, plan.ordered(), STORAGES[storage], custom, progress, distro)
+    except OSError as error:  # a dataset file unreadable, the disk full: the staging folder is already removed
+        raise ToolError(f"nothing written to {out}: {error.strerror or error}: {error.filename}") from None
     return Conversion(counts=counts, keyframes=plan.keyframes, scenes=names)
 
 

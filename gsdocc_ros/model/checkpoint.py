@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gsdocc_ros.model.checkpoint_file import (CHECKPOINT_FIX, PICKLE_OPCODES, CheckpointError,
+                                              check_checkpoint_file)
 from gsdocc_ros.model.config import ModelConfig
 from gsdocc_ros.model.gsdocc import GSDOCC
 
@@ -32,10 +34,6 @@ TRAINING_FORM = "training"
 DEPLOY_FORM = "deploy"
 _DEPLOY_MARKER = "dwconv.lk_origin.bias"  # the large-kernel conv has a bias only once merged
 _TRUST_HINT = "pass trust_pickle=True (CLI: --trust-pickle) only if you trust where the file came from"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint could not be read, or its keys or shapes do not match the model."""
 
 
 def _numpy_safe_globals() -> list[Any]:
@@ -121,27 +119,44 @@ class CheckpointReport:
         return "\n".join(lines)
 
 
+def _one_line(error: BaseException) -> str:
+    """The first sentence of an exception's text, on one line (torch's own texts run to paragraphs)."""
+    text = " ".join(str(error).split())
+    return text.split(". ")[0] or type(error).__name__
+
+
 def _torch_load(path: Path, trust_pickle: bool) -> Any:
-    """torch.load on CPU; weights_only with the numpy allow-list unless ``trust_pickle``."""
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path}: no such file")
+    """torch.load on CPU; weights_only with the numpy allow-list unless ``trust_pickle``.
+
+    The file's kind is checked first (check_checkpoint_file); the trust hint is given only for an intact pickle that
+    the safe loader refuses, never for damaged or foreign bytes.
+    """
+    check_checkpoint_file(path)
     try:
         if trust_pickle:
             return torch.load(path, map_location="cpu", weights_only=False)
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
+    except EOFError as exc:
+        raise CheckpointError(f"checkpoint {path}: its pickle data ends early (truncated at "
+                              f"{path.stat().st_size:,} bytes); {CHECKPOINT_FIX}") from exc
     except pickle.UnpicklingError as exc:
-        if trust_pickle:
-            raise CheckpointError(f"checkpoint {path}: not a readable torch checkpoint ({exc})") from exc
-        found = re.search(r"GLOBAL (\S+)", str(exc))
+        text = str(exc)
+        operand = re.search(r"Unsupported operand (\d+)", text)
+        if "truncated" in text or trust_pickle or (operand and int(operand.group(1)) not in PICKLE_OPCODES):
+            raise CheckpointError(f"checkpoint {path}: not a torch checkpoint, its pickle data is damaged "
+                                  f"({operand.group(0) if operand else _one_line(exc)}); "
+                                  f"{CHECKPOINT_FIX}") from exc
+        found = re.search(r"GLOBAL (\S+)", text)
         if found:
             raise CheckpointError(f"checkpoint {path}: refused to unpickle {found.group(1)}, which could run "
                                   f"arbitrary code on load; {_TRUST_HINT}") from exc
-        detail = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(?:Check the documentation|$)", str(exc), re.S)
-        raise CheckpointError(f"checkpoint {path}: not a readable torch checkpoint with weights_only=True "
-                              f"({detail.group(1) if detail else exc}); if it is a checkpoint, {_TRUST_HINT}") from exc
-    except (RuntimeError, OSError, EOFError, ValueError, ImportError, AttributeError) as exc:
-        raise CheckpointError(f"checkpoint {path}: not a readable torch checkpoint ({exc})") from exc
+        detail = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(?:Check the documentation|$)", text, re.S)
+        raise CheckpointError(f"checkpoint {path}: the safe loader (weights_only=True) refuses its pickle "
+                              f"({' '.join((detail.group(1) if detail else text).split())}); {_TRUST_HINT}") from exc
+    except (RuntimeError, OSError, ValueError, KeyError, ImportError, AttributeError) as exc:
+        raise CheckpointError(f"checkpoint {path}: not a readable torch checkpoint ({_one_line(exc)}); "
+                              f"{CHECKPOINT_FIX}") from exc
 
 
 def _strip_prefixes(state_dict: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:

@@ -27,6 +27,7 @@ from pathlib import Path
 from gsdocc_ros.benchmark.config import (DEFAULT_LABELS, DEFAULT_SCENE, OFFICIAL_SIZES, BenchConfig, count,
                                          input_size, positive)
 from gsdocc_ros.errors import ToolError
+from gsdocc_ros.model.checkpoint_file import check_checkpoint_file
 from gsdocc_ros.pipeline.choices import BACKENDS, PRECISION_NAMES, PREPROCESSORS, SPLATS
 
 VERB = "bench"
@@ -88,20 +89,12 @@ def _backends(text: str) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``gsdocc bench``: check the arguments, measure, print the table and write the JSON."""
-    import torch
-
-    from gsdocc_ros.benchmark.measure import bench
-    from gsdocc_ros.benchmark.report import format_table
-    from gsdocc_ros.ros.image_decode import DEFAULT_JPEG_DECODER
-
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise ToolError("--device cuda: CUDA is not available in this torch build or on this machine")
     if args.precision == "fp16" and args.device != "cuda":
         raise ToolError("--precision fp16 needs --device cuda; use fp32 or bf16 on CPU")
     if args.compile is not None and args.warmup < 1:
         raise ToolError("--compile needs --warmup >= 1: the first compiled step compiles and must not be timed")
-    if args.checkpoint is not None and not args.checkpoint.is_file():
-        raise ToolError(f"--checkpoint: no such file: {args.checkpoint}")
+    if args.checkpoint is not None:
+        check_checkpoint_file(args.checkpoint)
     if not (args.scene / "calib.json").is_file():
         raise ToolError(f"--scene: {args.scene} has no calib.json (expected a nuscenes_sample scene folder)")
     labels = None if str(args.labels) == "predicted" else args.labels
@@ -111,13 +104,21 @@ def run(args: argparse.Namespace) -> int:
     out = args.json or Path("out") / f"bench-{args.device}-{args.precision}-{height}x{width}.json"
     if out.exists() and not args.force:
         raise ToolError(f"{out} exists; pass --force to overwrite it")
+    if args.backend != ["torch"] and args.graph_dir is None:
+        raise ToolError("--backend other than torch needs --graph-dir (a `gsdocc export` folder)")
+    import torch
+
+    from gsdocc_ros.benchmark.measure import bench
+    from gsdocc_ros.benchmark.report import format_table
+    from gsdocc_ros.ros.image_decode import DEFAULT_JPEG_DECODER
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ToolError("--device cuda: CUDA is not available in this torch build or on this machine")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.backend != ["torch"]:
         from gsdocc_ros.deploy.bench_backends import compare_backends, format_backends
 
-        if args.graph_dir is None:
-            raise ToolError("--backend other than torch needs --graph-dir (a `gsdocc export` folder)")
         try:
             result = compare_backends(args)
         except ValueError as error:

@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 
 from gsdocc_ros.errors import ToolError
+from gsdocc_ros.model.checkpoint_file import check_checkpoint_file
 
 VERB = "checkpoint"
 
@@ -37,6 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _check(args: argparse.Namespace) -> int:
     """Print what the file holds; exit 0 only on a strict match."""
+    check_checkpoint_file(args.path)
     from gsdocc_ros.model.checkpoint import check_checkpoint
 
     report = check_checkpoint(args.path, trust_pickle=args.trust_pickle)
@@ -49,12 +51,13 @@ def _check(args: argparse.Namespace) -> int:
 
 def _convert(args: argparse.Namespace) -> int:
     """Check the input strictly, then write the own format atomically."""
-    from gsdocc_ros.model.checkpoint import check_checkpoint, read_checkpoint, save_checkpoint
-
+    check_checkpoint_file(args.input)
     if args.output.exists() and not args.force:
         raise ToolError(f"{args.output} exists; pass --force to overwrite it")
     if not args.output.parent.is_dir():
         raise ToolError(f"output folder {args.output.parent} does not exist")
+    from gsdocc_ros.model.checkpoint import check_checkpoint, read_checkpoint, save_checkpoint
+
     checkpoint = read_checkpoint(args.input, trust_pickle=args.trust_pickle)
     report = check_checkpoint(checkpoint)
     if not report.ok:
@@ -67,10 +70,6 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``gsdocc checkpoint check|convert``; returns 0, or raises ToolError (exit 2) naming what is wrong."""
-    from gsdocc_ros.model.checkpoint import CheckpointError
-
-    try:
-        return _check(args) if args.action == "check" else _convert(args)
-    except CheckpointError as exc:
-        raise ToolError(str(exc)) from exc
+    """Run ``gsdocc checkpoint check|convert``; returns 0, or raises ToolError (CheckpointError is one; exit 2)
+    naming what is wrong."""
+    return _check(args) if args.action == "check" else _convert(args)

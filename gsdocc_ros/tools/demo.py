@@ -27,11 +27,16 @@ is non-zero when no grid came out.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
 from gsdocc_ros.errors import ToolError
+from gsdocc_ros.io.bag_messages import image_topic
+from gsdocc_ros.io.bags import open_bag
+from gsdocc_ros.model.checkpoint_file import check_checkpoint_file
 from gsdocc_ros.pipeline.choices import BACKENDS
+from gsdocc_ros.pipeline.frames import KEY_CAMERA
 
 VERB = "demo"
 
@@ -61,12 +66,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def check_bag(bag: Path) -> None:
+    """ToolError unless ``bag`` is a bag rosbags opens that holds the key camera's images the node needs."""
+    with contextlib.closing(open_bag(bag)) as reader:
+        if image_topic(KEY_CAMERA) not in reader.topics:
+            raise ToolError(f"bag {bag} has no {image_topic(KEY_CAMERA)}; the node needs the six "
+                            "/CAM_*/image_rect_compressed topics (see gsdocc nuscenes-to-bag)")
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run the demo; 0 when grids came out, ToolError (exit 2) naming what is wrong otherwise."""
-    if args.checkpoint is not None and not args.checkpoint.is_file():
-        raise ToolError(f"--checkpoint {args.checkpoint}: no such file")
-    if args.bag is not None and not args.bag.exists():
-        raise ToolError(f"--bag {args.bag} does not exist")
+    """Run the demo; 0 when grids came out, ToolError (exit 2) naming what is wrong otherwise.
+
+    Every argument is checked, and OUT made ready, before anything is printed or torch is imported.
+    """
+    if args.checkpoint is not None:
+        check_checkpoint_file(args.checkpoint)
     if args.rate is not None and not args.rate > 0:
         raise ToolError(f"--rate must be positive, got {args.rate}")
     if args.backend != "torch" and (args.graph_dir is None or not args.graph_dir.is_dir()):
@@ -76,10 +90,12 @@ def run(args: argparse.Namespace) -> int:
     if args.bag is not None and args.out.resolve() in args.bag.resolve().parents:
         raise ToolError(f"--bag {args.bag} lies inside --out {args.out}, whose previous results the demo replaces; "
                         "copy the bag elsewhere first")
+    if args.bag is not None:
+        check_bag(args.bag)
     from gsdocc_ros.ros.demo import prepare_out, resolve_device, run_demo
 
-    device = resolve_device(args.device)
     prepare_out(args.out)
+    device = resolve_device(args.device)
     if args.checkpoint is None:
         print(RANDOM_WEIGHTS_BANNER, file=sys.stderr)
     summary = run_demo(args.out, args.checkpoint, args.bag, device, args.rate, args.keyframes, args.backend,

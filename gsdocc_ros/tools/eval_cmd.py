@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from gsdocc_ros.errors import ToolError
+from gsdocc_ros.model.checkpoint_file import check_checkpoint_file
 from gsdocc_ros.pipeline.choices import BACKENDS
 
 VERB = "eval"
@@ -76,8 +77,14 @@ def _refuse_existing_results(args: argparse.Namespace) -> None:
 
 def _score(args: argparse.Namespace) -> int:
     """gsdocc eval score: prediction files against the Occ3D tree."""
+    from gsdocc_ros.io.nuscenes import check_tables, load_nuscenes, nuscenes_scene_poses
+
+    for what, folder in (("prediction", args.pred), ("ground-truth", args.gt)):  # before torch is imported
+        if not folder.is_dir():
+            raise ToolError(f"{what} folder {folder} does not exist")
+    if "rayiou" in args.metric and args.dataroot:
+        check_tables(args.dataroot, args.version)
     from gsdocc_ros.evaluation.scoring import RayScoring, file_scene_poses, score_files
-    from gsdocc_ros.io.nuscenes import load_nuscenes, nuscenes_scene_poses
 
     _refuse_existing_results(args)
     nusc = load_nuscenes(args.dataroot, args.version) if "rayiou" in args.metric and args.dataroot else None
@@ -95,15 +102,15 @@ def _score(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     """gsdocc eval run: the model over a nuScenes split, scored against the Occ3D tree."""
-    from gsdocc_ros.evaluation.model_run import ModelRun, run_model
-    from gsdocc_ros.evaluation.scoring import init_distributed
     from gsdocc_ros.io.nuscenes import DEFAULT_SPLIT, check_tables
 
     check_tables(args.dataroot, args.version)
     if not args.gt.is_dir():
         raise ToolError(f"ground-truth folder {args.gt} does not exist")
-    if not args.checkpoint.is_file():
-        raise ToolError(f"checkpoint {args.checkpoint} does not exist")
+    check_checkpoint_file(args.checkpoint)
+    from gsdocc_ros.evaluation.model_run import ModelRun, run_model
+    from gsdocc_ros.evaluation.scoring import init_distributed
+
     _refuse_existing_results(args)
     from nuscenes.utils.splits import create_splits_scenes
 

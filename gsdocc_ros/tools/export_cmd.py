@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from gsdocc_ros.errors import ToolError
+from gsdocc_ros.model.checkpoint_file import check_checkpoint_file
 from gsdocc_ros.pipeline.choices import DEFAULT_OPSET, EXPORT_PRECISIONS
 
 VERB = "export"
@@ -46,6 +47,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export, check, write the manifest; the last line says what was written where."""
+    if args.checkpoint is not None:
+        check_checkpoint_file(args.checkpoint)
+    if args.opset < 18:
+        raise ToolError(f"--opset {args.opset}: the exporter needs 18 or newer")
+    if args.out.exists() and not args.out.is_dir():
+        raise ToolError(f"--out {args.out} exists and is not a folder")
     from gsdocc_ros.deploy.export import export_step_graph
     from gsdocc_ros.deploy.manifest import GRAPH_NAME, MANIFEST_NAME, file_sha256
     from gsdocc_ros.model.config import ModelConfig
@@ -53,10 +60,6 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.force and any((args.out / name).exists() for name in (GRAPH_NAME, MANIFEST_NAME)):
         raise ToolError(f"{args.out} already holds an export; pass --force to overwrite it")
-    if args.checkpoint is not None and not args.checkpoint.is_file():
-        raise ToolError(f"checkpoint {args.checkpoint} does not exist")
-    if args.opset < 18:
-        raise ToolError(f"--opset {args.opset}: the exporter needs 18 or newer")
     height, width = (int(n) for n in args.input_size.split("x"))
     started = time.perf_counter()
     try:

@@ -37,13 +37,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``gsdocc play``; returns 0 (also when stopped with Ctrl-C), or raises ToolError naming what is wrong."""
-    import rclpy
-
     from gsdocc_ros.ros.bag_player import BagPlayer, BagSource, PlayOptions
 
     options = PlayOptions(rate=args.rate, start_offset_s=args.start_offset, loop=args.loop, clock=args.clock,
                           clock_rate_hz=args.clock_rate, delay_s=args.delay)
     source = BagSource(args.bag, args.topics)
+    import rclpy  # once the options and the bag are checked
 
     try:
         with rclpy.init():

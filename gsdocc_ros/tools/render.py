@@ -72,7 +72,6 @@ def run(args: argparse.Namespace) -> int:
 
     from gsdocc_ros.io.output import refuse_existing
     from gsdocc_ros.pipeline.grid import FREE_INDEX
-    from gsdocc_ros.viz.render import load_camera_images, render_grid, save_png
 
     if (args.input is None) == (args.topic is None):
         raise ToolError("give exactly one of INPUT or --topic")
@@ -81,8 +80,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.out.parent.is_dir():
         raise ToolError(f"output folder {args.out.parent} does not exist")
     refuse_existing([args.out], args.force)
-    images = load_camera_images(args.images) if args.images is not None else None
     labels, geometry, info, title = grid_to_draw(args)
+    from gsdocc_ros.viz.render import load_camera_images, render_grid, save_png  # matplotlib: once the input is read
+
+    images = load_camera_images(args.images) if args.images is not None else None
     fig = render_grid(labels, geometry, images, title)
     save_png(fig, args.out)
     width, height = fig.canvas.get_width_height()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+import zipfile
+
 import pytest
 import torch
 
@@ -64,3 +67,42 @@ def test_convert_writes_nothing_for_a_mismatching_file(synthetic_state, tmp_path
     assert main(["checkpoint", "convert", str(path), str(out_path)]) == 2
     assert "nothing written" in capsys.readouterr().err
     assert not out_path.exists()
+
+
+def _bad_checkpoint(kind: str, tmp_path, official_file):
+    """A real file (or folder) of the named kind that is not a usable checkpoint."""
+    path = tmp_path / f"{kind}.pth"
+    if kind == "empty":
+        path.touch()
+    elif kind == "directory":
+        path = tmp_path / "weights"
+        path.mkdir()
+        (path / "gsdocc.pth").write_bytes(official_file.read_bytes())
+    elif kind == "random":
+        path.write_bytes(bytes(random.Random(0).randrange(1, 128) for _ in range(4096)))
+    elif kind == "zip":
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("notes/readme.txt", "not weights")
+    else:  # a real checkpoint cut in half: its zip directory, at the end, is gone
+        path.write_bytes(official_file.read_bytes()[:official_file.stat().st_size // 2])
+    return path
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("empty", "is empty (0 bytes); give the .pth file written by torch.save"),
+    ("directory", "is a directory (it holds gsdocc.pth); expected the .pth file itself"),
+    ("random", "is not a torch checkpoint: neither a zip archive nor a pickle (4,096 bytes, starting b'"),
+    ("zip", "is a zip archive but not a torch checkpoint (no data.pkl among its 1 entries, e.g. notes/readme.txt)"),
+    ("truncated", "is a damaged or truncated zip archive ("),
+])
+def test_check_says_what_the_file_is(kind, expected, official_file, tmp_path, capsys) -> None:
+    """One line naming the file, what it is and the fix; trust_pickle is never suggested for these."""
+    path = _bad_checkpoint(kind, tmp_path, official_file)
+    for verb in (["checkpoint", "check", str(path)], ["checkpoint", "convert", str(path), str(tmp_path / "o.pt")]):
+        assert main(verb) == 2
+        captured = capsys.readouterr()
+        err = captured.err.strip().splitlines()
+        assert captured.out == "" and len(err) == 1, err
+        assert err[0].startswith(f"gsdocc checkpoint: error: checkpoint {path} {expected}"), err[0]
+        assert "trust" not in err[0]
+    assert not (tmp_path / "o.pt").exists()

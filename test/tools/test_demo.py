@@ -147,12 +147,22 @@ def test_demo_first_grid_matches_offline_runner(demo_run) -> None:
 
 
 def test_missing_inputs_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert cli.main(["demo", "--bag", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 2
-    assert f"gsdocc demo: error: --bag {tmp_path / 'nope'} does not exist" in capsys.readouterr().err
-    assert cli.main(["demo", "--checkpoint", str(tmp_path / "w.pth"), "--out", str(tmp_path / "out")]) == 2
-    assert f"--checkpoint {tmp_path / 'w.pth'}: no such file" in capsys.readouterr().err
-    assert cli.main(["demo", "--rate", "0", "--out", str(tmp_path / "out")]) == 2
-    assert "--rate must be positive" in capsys.readouterr().err
+    """Each argument error is the only line printed: no random-weights banner, nothing written."""
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "bytes.bin").write_bytes(b"\x01" * 64)
+    (tmp_path / "empty.pth").touch()
+    for args, expected in (
+            (["--bag", str(tmp_path / "nope")], f"bag {tmp_path / 'nope'} does not exist"),
+            (["--bag", str(tmp_path / "folder")], f"{tmp_path / 'folder'} is not a ROS 2 bag directory (no metadata"),
+            (["--bag", str(tmp_path / "bytes.bin")], f"{tmp_path / 'bytes.bin'} is not a ROS 2 bag directory"),
+            (["--checkpoint", str(tmp_path / "w.pth")], f"checkpoint {tmp_path / 'w.pth'} does not exist"),
+            (["--checkpoint", str(tmp_path / "empty.pth")], f"checkpoint {tmp_path / 'empty.pth'} is empty (0 bytes)"),
+            (["--checkpoint", str(tmp_path / "folder")], f"checkpoint {tmp_path / 'folder'} is a directory"),
+            (["--rate", "0"], "--rate must be positive")):
+        assert cli.main(["demo", *args, "--out", str(tmp_path / "out")]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and captured.err.startswith(f"gsdocc demo: error: {expected}"), captured.err
+        assert len(captured.err.strip().splitlines()) == 1, captured.err
     assert not (tmp_path / "out").exists()  # refused before anything was written
     (tmp_path / "old" / "synthetic_bag").mkdir(parents=True)  # a previous demo's bag, about to be replaced
     assert cli.main(["demo", "--bag", str(tmp_path / "old" / "synthetic_bag"), "--out", str(tmp_path / "old")]) == 2

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from gsdocc_ros.pipeline.frames import CAMERA_NAMES, load_sample_frames
@@ -323,8 +324,8 @@ def test_eval_run_wires_nuscenes_the_runner_and_the_score(nuscenes_root: Path, s
     FakeRunner.labels, FakeRunner.instances = labels, []
     monkeypatch.setattr(runner_module, "OccupancyRunner", FakeRunner)
     monkeypatch.setattr(runner_module, "load_model", lambda *a, **k: (object(), "fake weights"))
-    checkpoint = tmp_path / "weights.pt"
-    checkpoint.write_bytes(b"")
+    checkpoint = tmp_path / "weights.pt"  # a real torch file, so the argument check passes; load_model is faked
+    torch.save({}, checkpoint)
     out = tmp_path / "out"
     code = cli.main(["eval", "run", "--dataroot", str(nuscenes_root), "--version", "v1.0-test", "--gt",
                      str(tmp_path / "gts"), "--checkpoint", str(checkpoint), "--scenes", "scene-0061",

@@ -30,8 +30,46 @@ def test_nuscenes_to_bag_refuses_a_truncated_table(dataset: Path, tmp_path: Path
     code = cli.main(["nuscenes-to-bag", "--dataroot", str(dataset), "--version", VERSION, "--out", str(out / "bag")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
-    assert err[0].startswith(f"gsdocc nuscenes-to-bag: error: cannot load nuScenes {VERSION} from {dataset}")
+    assert err[0].startswith(f"gsdocc nuscenes-to-bag: error: cannot load nuScenes {VERSION} from {dataset}: not "
+                             f"valid JSON: {path} (")
     assert list(out.iterdir()) == []  # no bag, no staging folder
+
+
+def _nuscenes_to_bag_error(dataset: Path, out: Path, capsys: pytest.CaptureFixture[str]) -> str:  # noqa: F811
+    """The one error line of a failed `gsdocc nuscenes-to-bag` of ``dataset`` to ``out`` (besides progress bars)."""
+    code = cli.main(["nuscenes-to-bag", "--dataroot", str(dataset), "--version", VERSION, "--out", str(out)])
+    captured = capsys.readouterr()
+    err = [line for line in captured.err.strip().splitlines() if not line.startswith("planning:")]
+    assert code == 2 and len(err) == 1 and captured.out == "", captured
+    return err[0]
+
+
+@pytest.mark.parametrize("table", ["sample", "log"])
+def test_nuscenes_to_bag_names_a_missing_table(dataset: Path, tmp_path: Path,  # noqa: F811
+                                               capsys: pytest.CaptureFixture[str], table: str) -> None:
+    (dataset / VERSION / f"{table}.json").unlink()
+    err = _nuscenes_to_bag_error(dataset, tmp_path / "bag", capsys)
+    assert err.startswith(f"gsdocc nuscenes-to-bag: error: nuScenes table {dataset / VERSION / table}.json is "
+                          "missing; a nuScenes dataroot holds <dataroot>/<version>/<table>.json for each of "), err
+    assert "sample_data" in err and "Errno" not in err and not (tmp_path / "bag").exists()
+
+
+def test_nuscenes_to_bag_names_a_missing_image(dataset: Path, tmp_path: Path,  # noqa: F811
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    image = next((dataset / "samples" / "CAM_FRONT").iterdir())
+    image.unlink()
+    err = _nuscenes_to_bag_error(dataset, tmp_path / "bag", capsys)
+    assert err.startswith("gsdocc nuscenes-to-bag: error: ") and f"missing, e.g. {image};" in err, err
+    assert "copy samples/ and sweeps/ from the same nuScenes download" in err
+    assert list(tmp_path.glob("*bag*")) == []
+
+
+def test_nuscenes_to_bag_refuses_an_out_inside_a_file(dataset: Path, tmp_path: Path,  # noqa: F811
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a_file").write_text("x")
+    err = _nuscenes_to_bag_error(dataset, tmp_path / "a_file" / "bag", capsys)
+    assert err == (f"gsdocc nuscenes-to-bag: error: --out {tmp_path / 'a_file' / 'bag'}: {tmp_path / 'a_file'} is a "
+                   "file, not a folder; choose another --out")
 
 
 def test_render_refuses_a_missing_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
