@@ -25,28 +25,31 @@ from gsdocc_ros.io.bags import DEFAULT_DISTRO, DISTROS, atomic_bag
 from gsdocc_ros.io.output import refuse_existing
 from gsdocc_ros.pipeline.frames import CAMERA_NAMES, KEY_CAMERA
 
-
 NUSCENES_TABLES = ("category", "attribute", "visibility", "instance", "sensor", "calibrated_sensor", "ego_pose", "log",
                    "scene", "sample", "sample_data", "sample_annotation", "map")
 """The tables nuscenes-devkit loads, each from <dataroot>/<version>/<table>.json."""
-DATAROOT_LAYOUT = ("a nuScenes dataroot holds <dataroot>/<version>/<table>.json for each of "
-                   f"{', '.join(NUSCENES_TABLES)}, and the samples/ and sweeps/ files those tables name")
 
 
-def check_tables(dataroot: Path, version: str) -> None:
-    """ToolError unless ``dataroot`` holds every table file of ``version``, naming the missing file (full path) or
-    the versions it does hold."""
+def dataroot_layout(tables: tuple[str, ...] = NUSCENES_TABLES) -> str:
+    """What a nuScenes dataroot must hold for ``tables``: the sentence every missing-file message ends with."""
+    return (f"a nuScenes dataroot holds <dataroot>/<version>/<table>.json for each of {', '.join(tables)}, "
+            "and the samples/ and sweeps/ files those tables name")
+
+
+def check_tables(dataroot: Path, version: str, tables: tuple[str, ...] = NUSCENES_TABLES) -> None:
+    """ToolError unless ``dataroot`` holds each of ``tables`` for ``version`` (by default all the devkit loads),
+    naming the missing file (full path) or the versions it does hold."""
     if not dataroot.is_dir():
         raise ToolError(f"--dataroot {dataroot} is not a directory")
     if not (dataroot / version).is_dir():
         found = sorted(p.name for p in dataroot.iterdir() if p.is_dir() and p.name.startswith("v1.0"))
         raise ToolError(f"nuScenes tables {dataroot / version} do not exist (check --version and --dataroot; "
                         f"versions under --dataroot: {', '.join(found) or 'none'})")
-    missing = [dataroot / version / f"{name}.json" for name in NUSCENES_TABLES
+    missing = [dataroot / version / f"{name}.json" for name in tables
                if not (dataroot / version / f"{name}.json").is_file()]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise ToolError(f"nuScenes table {missing[0]} is missing{more}; {DATAROOT_LAYOUT}")
+        raise ToolError(f"nuScenes table {missing[0]} is missing{more}; {dataroot_layout(tables)}")
 
 
 def _unreadable_table(dataroot: Path, version: str) -> str:
@@ -76,7 +79,7 @@ def load_nuscenes(dataroot: Path, version: str, verbose: bool = False) -> Any:
                         ) from None
     except (AssertionError, KeyError, IndexError) as error:
         raise ToolError(f"cannot load nuScenes {version} from {dataroot}: the tables do not fit together "
-                        f"({type(error).__name__}: {error}); {DATAROOT_LAYOUT}") from None
+                        f"({type(error).__name__}: {error}); {dataroot_layout()}") from None
 
 
 def select_scenes(nusc: Any, names: Sequence[str] | None) -> list[dict]:

@@ -99,7 +99,7 @@ class Tables:
     """The nuScenes tables of one version, read as plain JSON, with records by token and keyframes by sample."""
 
     def __init__(self, dataroot: Path, version: str) -> None:
-        check_tables(dataroot, version)
+        check_tables(dataroot, version, TABLES)
         self.dataroot, self.version = dataroot, version
         self.records: dict[str, list[dict]] = {name: self._read(name) for name in TABLES}
         self._by_token = {name: {r["token"]: r for r in records} for name, records in self.records.items()}
@@ -113,12 +113,8 @@ class Tables:
                 self.keyframe_data.setdefault(record["sample_token"], {})[channel] = record
 
     def _read(self, name: str) -> list[dict]:
-        """One table's records; ToolError naming the file and what a dataroot holds when it is missing or damaged."""
+        """One table's records (check_tables has seen the file); ToolError naming the file when it is damaged."""
         path = self.dataroot / self.version / f"{name}.json"
-        if not path.is_file():
-            raise ToolError(f"nuScenes table {path} missing: a dataroot holds samples/ and {self.version}/ with the "
-                            f"tables {', '.join(t + '.json' for t in TABLES)} (unpack the {self.version} metadata "
-                            f"into it)")
         try:
             return json.loads(path.read_text())
         except (ValueError, UnicodeDecodeError) as error:

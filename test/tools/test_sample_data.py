@@ -162,7 +162,8 @@ def test_missing_table_is_one_line_naming_the_file(tmp_path: Path, shared_data: 
     assert done.stderr.count("\n") == 2 and "Traceback" not in done.stderr  # the progress line, then the error
     error = done.stderr.splitlines()[-1]
     assert error.startswith("gsdocc sample-data: error: ")
-    assert str(root / "v1.0-mini" / "sample_data.json") in error and "samples/ and v1.0-mini/" in error
+    assert str(root / "v1.0-mini" / "sample_data.json") in error and "<dataroot>/<version>/<table>.json" in error
+    assert "sample_annotation" not in error  # only the tables the folder is built from are asked for
     assert not (tmp_path / "out").exists()
 
 
