@@ -175,7 +175,7 @@ def test_error_is_one_line_from_python_m(tmp_path: Path, python: str, subprocess
     done = subprocess.run(_demo(python, "--bag", str(tmp_path / "nope")), env=subprocess_env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 2
-    assert done.stderr.strip() == f"gsdocc demo: error: --bag {tmp_path / 'nope'} does not exist"
+    assert done.stderr.strip() == f"gsdocc demo: error: bag {tmp_path / 'nope'} does not exist"
 
 
 def test_refuses_an_out_folder_it_did_not_write(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
