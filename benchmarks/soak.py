@@ -50,7 +50,8 @@ from gsdocc_ros.msg import SemanticVoxelGrid  # noqa: E402
 from gsdocc_ros.pipeline.frames import CAMERA_NAMES  # noqa: E402
 from gsdocc_ros.ros.conversions import stamp_to_ns  # noqa: E402
 from gsdocc_ros.ros.counters import SET_OUTCOMES, NodeCounter, sets_in_flight  # noqa: E402
-from gsdocc_ros.ros.node_process import DIAGNOSTICS_TOPIC, GRID_TOPIC, NODE_NAME, DiagnosticsReport, NodeProcess  # noqa: E402
+from gsdocc_ros.ros.node_process import (DIAGNOSTICS_TOPIC, GRID_TOPIC, NODE_NAME,  # noqa: E402
+                                         DiagnosticsReport, NodeProcess)
 from gsdocc_ros.io.output import atomic_output  # noqa: E402
 from gsdocc_ros.io.sample_location import sample_data_folder  # noqa: E402
 from ros_feeder import SampleFeeder, spin_until  # noqa: E402

@@ -13,5 +13,6 @@ SAMPLE_DATA_VARIABLE = "GSDOCC_SAMPLE_DATA"
 
 
 def sample_data_folder() -> Path:
-    """The sample folder: $GSDOCC_SAMPLE_DATA, else ../shared/data beside the checkout (`gsdocc sample-data` builds it)."""
+    """The sample folder: $GSDOCC_SAMPLE_DATA, else ../shared/data beside the checkout (`gsdocc sample-data`
+    builds it)."""
     return Path(os.environ.get(SAMPLE_DATA_VARIABLE) or Path(__file__).resolve().parents[3] / "shared" / "data")

@@ -41,8 +41,8 @@ def _first_bytes(path: Path, count: int = 16) -> bytes:
 def check_checkpoint_file(path: Path) -> str:
     """Which torch format ``path`` is in, "zip" or "pickle", judged from its bytes without unpickling anything.
 
-    CheckpointError naming the problem and the fix for a missing path, a directory or device, an empty file, a damaged zip,
-    a zip that is not a torch checkpoint, and bytes that are neither a zip archive nor a pickle.
+    CheckpointError naming the problem and the fix for a missing path, a directory or device, an empty file, a damaged
+    zip, a zip that is not a torch checkpoint, and bytes that are neither a zip archive nor a pickle.
     """
     if path.is_dir():
         inside = sorted(p.name for p in path.glob("*.pth"))[:3]
@@ -65,7 +65,8 @@ def check_checkpoint_file(path: Path) -> str:
                                   f"{error}); {CHECKPOINT_FIX}") from None
         if not any(name.endswith(f"/{ZIP_PICKLE}") for name in names):
             raise CheckpointError(f"checkpoint {path} is a zip archive but not a torch checkpoint (no {ZIP_PICKLE} "
-                                  f"among its {len(names)} entries, e.g. {', '.join(names[:3]) or 'none'}); {CHECKPOINT_FIX}")
+                                  f"among its {len(names)} entries, e.g. {', '.join(names[:3]) or 'none'}); "
+                                  f"{CHECKPOINT_FIX}")
         return "zip"
     if len(head) > 1 and head[0] == PICKLE_PROTO and 2 <= head[1] <= pickle.HIGHEST_PROTOCOL:
         return "pickle"

@@ -106,7 +106,8 @@ def resize_and_crop(image: np.ndarray, transform: ImageTransform) -> np.ndarray:
 
 
 def normalise_bgr(image: np.ndarray) -> np.ndarray:
-    """uint8 RGB (H, W, 3) -> float32 (3, H, W) in BGR order, bit-exact with the official normalisation (table look-up)."""
+    """uint8 RGB (H, W, 3) -> float32 (3, H, W) in BGR order, bit-exact with the official normalisation (a table
+    look-up)."""
     check_image(image, "image")
     return np.stack([_BGR_TABLE[c].take(image[..., 2 - c]) for c in range(3)])  # (3, H, W)
 

@@ -89,7 +89,8 @@ def test_table_is_exact_for_every_byte() -> None:
     image = np.repeat(np.arange(256, dtype=np.uint8)[:, None, None], 3, axis=2)  # (256, 1, 3): byte v in every channel
     fast = normalise_bgr(image)[:, :, 0]  # (3, 256) B, G, R
     np.testing.assert_array_equal(fast, normalise_bgr_reference(image)[:, :, 0])
-    official = np.array([[official_value(v, IMAGE_MEAN_RGB[c], IMAGE_STD_RGB[c]) for v in range(256)] for c in range(3)])
+    official = np.array([[official_value(v, IMAGE_MEAN_RGB[c], IMAGE_STD_RGB[c]) for v in range(256)]
+                         for c in range(3)])
     np.testing.assert_array_equal(fast, official)
     values = np.arange(256, dtype=np.float64)
     float64_constants = ((values - np.asarray(IMAGE_MEAN_RGB)[:, None]) * (1.0 / np.asarray(IMAGE_STD_RGB)[:, None]))

@@ -337,7 +337,8 @@ def test_eval_run_wires_nuscenes_the_runner_and_the_score(nuscenes_root: Path, s
     saved = np.load(out / "predictions" / f"{TOKEN_0061}.npz")
     assert np.array_equal(saved["semantics"], labels) and int(saved["stamp_ns"]) == 1532402927612460000
     info = read_grid_file(out / "predictions" / f"{TOKEN_0061}.npz").info
-    assert info.source == "fake weights" and info.class_names == tuple(CLASS_NAMES) and info.stamp_ns == 1532402927612460000
+    assert info.source == "fake weights" and info.class_names == tuple(CLASS_NAMES)
+    assert info.stamp_ns == 1532402927612460000
     # RayIoU beside mIoU by default (one keyframe: one origin, its LiDAR mount); the grid saved with its pose.
     assert result["ray_poses"] == "LIDAR_TOP" and result["rayiou"]["num_samples"] == 1
     assert 0 < result["rayiou"]["rayiou_percent"] < 100

@@ -219,20 +219,12 @@ import numpy as np
 import rclpy
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from gsdocc_ros.msg import SemanticVoxelGrid
-from gsdocc_ros.pipeline.grid import CLASS_NAMES
+from gsdocc_ros.pipeline.grid import OccupancyGrid
+from gsdocc_ros.ros.conversions import grid_to_message
 
 labels = np.load(sys.argv[2])["semantics"]
-msg = SemanticVoxelGrid()
-msg.header.frame_id = "base_link"
-msg.header.stamp.sec, msg.header.stamp.nanosec = 1532402927, 612460000
-msg.origin.position.x, msg.origin.position.y, msg.origin.position.z = -40.0, -40.0, -1.0
-msg.origin.orientation.w = 1.0
-msg.voxel_size = 0.4
-msg.size_x, msg.size_y, msg.size_z = labels.shape
-msg.labels = labels.tobytes()
-msg.class_names = list(CLASS_NAMES)
-msg.free_index = 17
-msg.source = "GSD-OCC weights live.pth"
+grid = OccupancyGrid(labels=labels, stamp_ns=1532402927612460000)
+msg = grid_to_message(grid, "base_link", "GSD-OCC weights live.pth")
 rclpy.init()
 node = rclpy.create_node("live_grid_sender")
 pub = node.create_publisher(SemanticVoxelGrid, sys.argv[1], QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
