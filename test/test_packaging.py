@@ -154,3 +154,20 @@ def test_generic_rig_launch_file_uses_the_rig_params_file() -> None:
     compile(source, "generic_rig.launch.py", "exec")
     assert '"gsdocc.launch.py"' in source and '"generic_rig.yaml"' in source and '"config":' in source
     assert (REPO / "config" / "generic_rig.yaml").is_file()
+
+
+def test_setup_names_a_missing_build_tool_before_installing_anything(tmp_path: Path) -> None:
+    """scripts/setup.sh on a machine without CMake: one line naming it and how to get it, and no .venv made."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("dirname", "cat", "sha256sum", "cut", "python3"):  # what the script may call before its checks
+        found = subprocess.run(["bash", "-c", f"command -v {tool}"], capture_output=True, text=True).stdout.strip()
+        if found:
+            (bin_dir / tool).symlink_to(found)
+    venv = tmp_path / "venv"
+    done = subprocess.run(["/bin/bash", str(REPO / "scripts" / "setup.sh")], capture_output=True, text=True,
+                          env={"PATH": str(bin_dir), "VENV": str(venv), "HOME": str(tmp_path)}, timeout=60)
+    assert done.returncode != 0
+    assert done.stderr.strip() == ("[setup] error: cmake not found: the messages are built with CMake and a C/C++ "
+                                   "compiler (Debian/Ubuntu: apt install cmake g++)")
+    assert not venv.exists()
