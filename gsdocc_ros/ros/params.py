@@ -17,6 +17,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.exceptions import InvalidTopicNameException
 from rclpy.validate_topic_name import validate_topic_name
 
+from gsdocc_ros.model.checkpoint_file import CheckpointError, check_checkpoint_file
 from gsdocc_ros.pipeline.frames import CAMERA_NAMES, KEY_CAMERA
 from gsdocc_ros.pipeline.grid import CLASS_NAMES
 from gsdocc_ros.pipeline.runner_config import RunnerConfig
@@ -107,8 +108,11 @@ class NodeParams:
         if unknown:
             raise SettingError("marker_hidden_classes", f"unknown class name(s) {unknown}; known: "
                                f"{', '.join(CLASS_NAMES)}", self.marker_hidden_classes)
-        if self.checkpoint and not Path(self.checkpoint).is_file():
-            raise SettingError("checkpoint", "no such file", self.checkpoint)
+        if self.checkpoint:
+            try:  # the same one-line verdict as `gsdocc checkpoint check`, before the node imports torch
+                check_checkpoint_file(Path(self.checkpoint))
+            except CheckpointError as error:
+                raise SettingError("checkpoint", str(error), self.checkpoint) from None
         if not self.checkpoint and not self.allow_random_weights:
             raise SettingError("checkpoint", "no checkpoint given; set one, or allow_random_weights:=true for a demo "
                                "(the output is then meaningless)", self.checkpoint)

@@ -81,7 +81,7 @@ def test_descriptors_carry_ranges_and_choices() -> None:
     ("max_gap_s", float("nan"), "positive finite"),
     ("input_width", 700, "multiple of 32"),
     ("marker_hidden_classes", ["road"], "unknown class"),
-    ("checkpoint", "/nonexistent/gsdocc.pth", "no such file"),
+    ("checkpoint", "/nonexistent/gsdocc.pth", "does not exist"),
     ("fixed_frame", "/map", "leading '/'"),
     ("key_camera", "CAM_TOP", "one of 'cameras'"),
     ("device", "cuda:one", "cpu, cuda or cuda:N"),
@@ -94,8 +94,9 @@ def test_descriptors_carry_ranges_and_choices() -> None:
     ("input_height", 0, "multiple of 32"),
     ("ego_frame", "", "non-empty"),
     ("image_topic_format", "/camera/image", "must contain {camera}"),
-    ("checkpoint", "/dev/zero", "no such file"),  # a device, never read
-    ("checkpoint", str(REPO), "no such file"),  # a folder
+    ("checkpoint", "/dev/zero", "not a regular file"),  # a device, never read
+    ("checkpoint", str(REPO), "is a directory"),  # a folder
+    ("checkpoint", str(REPO / "README.md"), "neither a zip archive nor a pickle"),
     # topic patterns are never str.format-ed: attribute and conversion fields would be evaluated
     *[(name, value, "only the {camera} placeholder")
       for name, value in (("image_topic_format", "/{0}/image"), ("image_topic_format", "/{cam}/image"),
@@ -116,7 +117,7 @@ def test_missing_checkpoint_needs_explicit_random_weights() -> None:
 
 def test_checkpoint_path_is_resolved(tmp_path: Path) -> None:
     ckpt = tmp_path / "weights.pth"
-    ckpt.write_bytes(b"x")
+    ckpt.write_bytes(b"\x80\x02")  # a pickle's first bytes: judged, not loaded, at validation
     assert validate({"checkpoint": str(ckpt)}).checkpoint == str(ckpt.resolve())
 
 
