@@ -217,3 +217,23 @@ def test_ctrl_c_stops_the_node(tmp_path: Path, python: str, subprocess_env: dict
     assert demo.returncode == 130, err[-2000:]
     assert "gsdocc demo: interrupted" in err
     assert not Path(f"/proc/{nodes[0]}").exists(), "the node outlived the demo"
+
+
+def test_bag_without_the_cameras_is_refused_before_the_banner(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A real bag that holds only tf: one line naming the missing camera topic and where bags come from."""
+    from rosbags.rosbag2 import StoragePlugin
+
+    from gsdocc_ros.io.bags import DEFAULT_DISTRO, bag_typestore, bag_writer
+
+    bag = tmp_path / "tf_only"
+    typestore = bag_typestore()
+    with bag_writer(bag, DEFAULT_DISTRO, StoragePlugin.MCAP) as writer:
+        connection = writer.add_connection("/tf", "tf2_msgs/msg/TFMessage", typestore=typestore)
+        message = typestore.types["tf2_msgs/msg/TFMessage"](transforms=[])
+        writer.write(connection, 1, typestore.serialize_cdr(message, "tf2_msgs/msg/TFMessage"))
+    assert cli.main(["demo", "--bag", str(bag), "--out", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.strip() == (
+        f"gsdocc demo: error: bag {bag} has no /CAM_FRONT/image_rect_compressed; the node needs the six "
+        "/CAM_*/image_rect_compressed topics (see gsdocc nuscenes-to-bag)")
+    assert not (tmp_path / "out").exists()
