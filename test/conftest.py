@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import random
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +17,14 @@ from gsdocc_ros.io.sample_location import SAMPLE_DATA_VARIABLE, sample_data_fold
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = sample_data_folder()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C reaches the processes under test as it would from a terminal, even when the suite itself was started in
+    the background, where the shell makes it ignore SIGINT (a handled signal is reset to the default on exec, an
+    ignored one stays ignored, and Python then never raises KeyboardInterrupt)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

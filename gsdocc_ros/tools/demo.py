@@ -17,7 +17,8 @@ Rate: the node infers on sets 0.5 s apart (keyframe cadence). On CUDA the bag pl
 20 s per set, slowly enough that every keyframe is inferred (--rate overrides). A CPU inference took 8.7 s on two
 cores at a load of 0.4, 12-13.5 s at 1.2-2.8 and 26.5 s at 3.8 (other jobs on the cores); the summary gives the
 load each run saw. Latency is measured here, on the wall clock: from the arrival of the last image of a camera set
-to the arrival of its grid, so it holds the node's processing plus any queueing behind earlier sets (the stage set_wait).
+to the arrival of its grid, so it holds the node's processing plus any queueing behind earlier sets (the stage
+set_wait).
 
 OUT (default out/demo) is the demo's own folder: a previous demo's results there are replaced; a folder that
 holds anything else is refused. All processes are stopped on exit, also after an error or Ctrl-C; the exit code

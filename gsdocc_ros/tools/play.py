@@ -43,9 +43,12 @@ def run(args: argparse.Namespace) -> int:
                           clock_rate_hz=args.clock_rate, delay_s=args.delay)
     source = BagSource(args.bag, args.topics)
     import rclpy  # once the options and the bag are checked
+    from rclpy.signals import SignalHandlerOptions
 
     try:
-        with rclpy.init():
+        # No rclpy signal handlers: Ctrl-C is only a KeyboardInterrupt here, so no publish can meet a context that
+        # the handler has already shut down; the player stops between two messages.
+        with rclpy.init(signal_handler_options=SignalHandlerOptions.NO):
             node = rclpy.create_node("gsdocc_play")
             player = BagPlayer(node, source, options)
             try:
