@@ -67,7 +67,7 @@ done
 
 # 1. The virtual environment.
 if [[ ! -x "$VENV/bin/python" ]]; then
-  log "first set-up: about 2.1 GB into $VENV (torch 0.75 GB, OpenVINO 0.18 GB), 2.5-4 min on 2 cores; later runs" \
+  log "first set-up: about 2.1 GB into $VENV (torch 0.75 GB, OpenVINO 0.18 GB), 1.5-2.5 min on 2 cores; later runs" \
     "redo only the stages whose inputs changed"
   timed "creating $VENV" "5 s" "$(find_python)" -m venv "$VENV"
   PY="$VENV/bin/python" timed "upgrading pip" "5 s" pip_install --upgrade pip
@@ -77,7 +77,7 @@ PY="$VENV/bin/python"
 # 2. Third-party packages: ROS 2 wheels, torch, pinned requirements.
 deps_hash="$(stage_hash "$ROOT/requirements.txt" "$ROOT/scripts/setup.sh")"
 if ! stage_done deps "$deps_hash"; then
-  timed "installing ${#ROS_WHEELS[@]} ROS 2 Kilted wheels (rclpy, messages, rosidl/ament build tools)" "20-40 s" \
+  timed "installing ${#ROS_WHEELS[@]} ROS 2 Kilted wheels (rclpy, messages, rosidl/ament build tools)" "15-30 s" \
     pip_install "${ROS_WHEELS[@]}" -c "$ROOT/requirements.txt"
   timed "installing $TORCH_SPEC (CPU wheel)" "20-40 s" pip_install "$TORCH_SPEC" -c "$ROOT/requirements.txt"
   timed "installing requirements.txt (numpy, rosbags, nuscenes-devkit, matplotlib, onnx, onnxruntime, openvino, ...)" \
