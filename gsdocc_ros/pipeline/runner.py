@@ -85,10 +85,8 @@ def load_model(checkpoint: str | Path | None, cfg: ModelConfig | None = None, al
     ``cfg`` None takes the config stored in an own-format checkpoint (else the official default).
     Returns the model (merged for inference) and a short description of its weights.
     """
-    if checkpoint:
+    if checkpoint:  # a missing path, a folder or a file that is no checkpoint: build_model's one-line CheckpointError
         path = Path(checkpoint)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint: no such file: {path}")
         return build_model(path, trust_pickle=trust_pickle, cfg=cfg), f"GSD-OCC weights {path.name}"
     if not allow_random_weights:
         raise ValueError("checkpoint: no checkpoint given; pass one, or allow random weights explicitly "

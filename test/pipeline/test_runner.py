@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gsdocc_ros.model.checkpoint_file import CheckpointError
 from gsdocc_ros.model.config import GridConfig, ImageConfig, ModelConfig, OccupancyConfig
 from gsdocc_ros.pipeline.frames import load_sample_frames
 from gsdocc_ros.pipeline.geometry import ego_motion
@@ -162,5 +163,7 @@ def test_device_resolution() -> None:
 def test_random_weights_need_explicit_consent() -> None:
     with pytest.raises(ValueError, match="no checkpoint"):
         load_model(None, SMALL)
-    with pytest.raises(FileNotFoundError, match="checkpoint"):
+    with pytest.raises(CheckpointError, match="checkpoint /nonexistent.pth does not exist"):
         load_model("/nonexistent.pth", SMALL)
+    with pytest.raises(CheckpointError, match="is a directory"):  # the loader's own verdict, not "no such file"
+        load_model(Path(__file__).parent, SMALL)
