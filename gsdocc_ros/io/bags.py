@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +28,6 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
 from gsdocc_ros.errors import ToolError
-from gsdocc_ros.io.output import refuse_existing
 
 PACKAGE = "gsdocc_ros"
 
@@ -112,29 +110,6 @@ def open_bag(path: str | Path) -> Reader:
     except Exception as error:  # rosbags raises ReaderError, but also KeyError/ValueError on damaged metadata
         raise ToolError(f"bag {path} is unreadable or truncated: {error}") from None
     return reader
-
-
-@contextlib.contextmanager
-def atomic_bag(path: str | Path, force: bool) -> Iterator[Path]:
-    """Yield a fresh path to write the bag directory ``path`` at; moved onto ``path`` only if the block succeeds.
-
-    The bag is built in a hidden staging folder beside ``path`` (same file system) under its final name, so its
-    storage file is named as a rosbag2 writer would name it; on error nothing is left behind. An existing ``path``
-    is a ToolError unless ``force``, and is replaced only once the new bag is complete.
-    """
-    path = Path(path)
-    refuse_existing([path], force)
-    staging = path.parent / f".{path.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        yield staging / path.name
-        if path.exists() or path.is_symlink():
-            old = staging / "replaced"
-            os.replace(path, old)  # keep the old bag until the new one is in place
-        os.replace(staging / path.name, path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -21,8 +21,8 @@ from gsdocc_ros.errors import ToolError
 from gsdocc_ros.io.bag_messages import (EGO_FRAME, LIDAR_CHANNEL, LIDAR_TOPIC, MAP_FRAME, SAMPLE_TOKEN_TOPIC,
                                         SCENE_TOPIC, STORAGES, TF_STATIC_TOPIC, TF_TOPIC, Event, MessageFactory, Rank,
                                         camera_info_topic, image_topic, us_to_ns, write_bag, write_order)
-from gsdocc_ros.io.bags import DEFAULT_DISTRO, DISTROS, atomic_bag
-from gsdocc_ros.io.output import refuse_existing
+from gsdocc_ros.io.bags import DEFAULT_DISTRO, DISTROS
+from gsdocc_ros.io.output import atomic_directory, refuse_existing
 from gsdocc_ros.pipeline.frames import CAMERA_NAMES, KEY_CAMERA
 
 NUSCENES_TABLES = ("category", "attribute", "visibility", "instance", "sensor", "calibrated_sensor", "ego_pose", "log",
@@ -233,7 +233,7 @@ def convert(dataroot: Path, version: str, out: Path, scenes: Sequence[str] | Non
     custom = {"gsdocc.source": f"nuScenes {version}", "gsdocc.scenes": " ".join(names),
               "gsdocc.sweeps": "all" if all_sweeps else "keyframes"}
     try:
-        with atomic_bag(out, force) as staging:
+        with atomic_directory(out, force) as staging:
             counts = write_bag(staging, plan.ordered(), STORAGES[storage], custom, progress, distro)
     except OSError as error:  # a dataset file unreadable, the disk full: the staging folder is already removed
         raise ToolError(f"nothing written to {out}: {error.strerror or error}: {error.filename}") from None

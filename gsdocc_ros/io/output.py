@@ -1,9 +1,11 @@
-"""Output files written safely: refuse to overwrite unless asked, and never leave a half-written file behind."""
+"""Output files and folders written safely: refuse to overwrite unless asked, and never leave a half-written one
+behind."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -31,3 +33,25 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def atomic_directory(path: str | Path, force: bool) -> Iterator[Path]:
+    """Yield a fresh path to write the folder ``path`` at; moved onto ``path`` only if the block succeeds.
+
+    The folder is built in a hidden staging folder beside ``path`` (same file system) under its final name, so files
+    named after their folder (a bag's storage file, as rosbag2 names it) get their final names; on error nothing is
+    left behind. An existing ``path`` is a ToolError unless ``force``, and is replaced only once the new one is
+    complete.
+    """
+    path = Path(path)
+    refuse_existing([path], force)
+    staging = path.parent / f".{path.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging / path.name
+        if path.exists() or path.is_symlink():
+            old = staging / "replaced"
+            os.replace(path, old)  # keep the old folder until the new one is in place
+        os.replace(staging / path.name, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -28,9 +28,8 @@ from typing import Any
 import numpy as np
 
 from gsdocc_ros.errors import ToolError
-from gsdocc_ros.io.bags import atomic_bag
 from gsdocc_ros.io.nuscenes import check_tables, record_pose
-from gsdocc_ros.io.output import refuse_existing
+from gsdocc_ros.io.output import atomic_directory, refuse_existing
 from gsdocc_ros.pipeline.frames import CAMERA_NAMES
 
 TABLES = ("scene", "log", "sample", "sample_data", "calibrated_sensor", "ego_pose", "sensor", "category",
@@ -296,7 +295,7 @@ def build(dataroot: Path, version: str, occ3d: Path | None, out: Path, force: bo
         raise ToolError(f"nuScenes {version} under {dataroot} holds none of the sample folder's scenes (scene-0061, "
                         f"scene-0003, {', '.join(MINI_VAL_SCENES)}); use --version v1.0-mini or v1.0-trainval")
     skipped = []
-    with atomic_bag(out, force) as staging:
+    with atomic_directory(out, force) as staging:
         staging.mkdir(parents=True)
         nuscenes = staging / "nuscenes_sample"
         for keyframe in KEYFRAMES:

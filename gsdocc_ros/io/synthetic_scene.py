@@ -39,7 +39,7 @@ from gsdocc_ros.pipeline.grid import CLASS_NAMES, FREE_INDEX, OCC3D_GEOMETRY, Gr
 from gsdocc_ros.io.bag_messages import (EGO_FRAME, MAP_FRAME, SAMPLE_TOKEN_TOPIC, SCENE_TOPIC, TF_STATIC_TOPIC,
                                         TF_TOPIC, Event, MessageFactory, Rank, camera_info_topic, image_topic,
                                         write_bag, write_order)
-from gsdocc_ros.io.bags import atomic_bag
+from gsdocc_ros.io.output import atomic_directory
 from gsdocc_ros.io.grid_files import write_grid_file
 
 SCENE_NAME = "synthetic-street"
@@ -489,6 +489,6 @@ def write_synthetic_bag(out: Path, keyframes: int = 4, truth_dir: Path | None = 
                     truth.append(truth_dir / f"{token}.npz")
                     write_grid_file(truth[-1], scene.occupancy(ego, t_s))
     custom = {"gsdocc.source": "gsdocc synthetic street", "gsdocc.scenes": SCENE_NAME, "gsdocc.sweeps": "keyframes"}
-    with atomic_bag(out, force) as staging:
+    with atomic_directory(out, force) as staging:
         counts = write_bag(staging, write_order(events), StoragePlugin.MCAP, custom, progress=False)
     return SyntheticBag(path=out, counts=counts, keyframes=written, truth=truth)
