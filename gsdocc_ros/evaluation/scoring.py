@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from gsdocc_ros.errors import ToolError
+from gsdocc_ros.errors import ToolError, require_folder
 from gsdocc_ros.io.grid_files import read_grid_file, read_grid_pose
 from gsdocc_ros.io.output import atomic_output
 from gsdocc_ros.pipeline.metrics import OccupancyConfusion
@@ -201,8 +201,7 @@ def gt_loader(gt_root: Path) -> GtLoader:
 
 def scan_gt_tree(gt_root: Path) -> list[SceneTokens]:
     """Every (scene, tokens) with a labels.npz under ``gt_root``, sorted by scene then token."""
-    if not gt_root.is_dir():
-        raise ToolError(f"ground-truth folder {gt_root} does not exist")
+    require_folder(gt_root, "ground-truth")
     scenes: dict[str, list[str]] = {}
     for path in sorted(gt_root.glob("*/*/labels.npz")):
         scenes.setdefault(path.parent.parent.name, []).append(path.parent.name)
@@ -270,8 +269,7 @@ def score_files(pred_dir: Path, gt_root: Path, rays: Callable[[dict[str, list[st
     ``rays`` builds the RayScoring from {scene: sample tokens} when RayIoU is wanted. ToolError when the folders are
     missing or no prediction file is named after a sample of the tree.
     """
-    if not pred_dir.is_dir():
-        raise ToolError(f"prediction folder {pred_dir} does not exist")
+    require_folder(pred_dir, "prediction")
     scenes = scan_gt_tree(gt_root)
     available = {p.stem for p in pred_dir.glob("*.npz")}
     known = {t for _, tokens in scenes for t in tokens}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gsdocc_ros.errors import ToolError
+from gsdocc_ros.errors import ToolError, require_folder
 from gsdocc_ros.model.checkpoint_file import check_checkpoint_file
 
 VERB = "checkpoint"
@@ -54,8 +54,7 @@ def _convert(args: argparse.Namespace) -> int:
     check_checkpoint_file(args.input)
     if args.output.exists() and not args.force:
         raise ToolError(f"{args.output} exists; pass --force to overwrite it")
-    if not args.output.parent.is_dir():
-        raise ToolError(f"output folder {args.output.parent} does not exist")
+    require_folder(args.output.parent, "output")
     from gsdocc_ros.model.checkpoint import check_checkpoint, read_checkpoint, save_checkpoint
 
     checkpoint = read_checkpoint(args.input, trust_pickle=args.trust_pickle)

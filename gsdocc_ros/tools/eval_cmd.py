@@ -36,7 +36,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gsdocc_ros.errors import ToolError
+from gsdocc_ros.errors import ToolError, require_folder
 from gsdocc_ros.model.checkpoint_file import check_checkpoint_file
 from gsdocc_ros.pipeline.choices import BACKENDS
 
@@ -79,9 +79,8 @@ def _score(args: argparse.Namespace) -> int:
     """gsdocc eval score: prediction files against the Occ3D tree."""
     from gsdocc_ros.io.nuscenes import check_tables, load_nuscenes, nuscenes_scene_poses
 
-    for what, folder in (("prediction", args.pred), ("ground-truth", args.gt)):  # before torch is imported
-        if not folder.is_dir():
-            raise ToolError(f"{what} folder {folder} does not exist")
+    require_folder(args.pred, "prediction")  # before torch is imported
+    require_folder(args.gt, "ground-truth")
     if "rayiou" in args.metric and args.dataroot:
         check_tables(args.dataroot, args.version)
     from gsdocc_ros.evaluation.scoring import RayScoring, file_scene_poses, score_files
@@ -105,8 +104,7 @@ def _run(args: argparse.Namespace) -> int:
     from gsdocc_ros.io.nuscenes import DEFAULT_SPLIT, check_tables
 
     check_tables(args.dataroot, args.version)
-    if not args.gt.is_dir():
-        raise ToolError(f"ground-truth folder {args.gt} does not exist")
+    require_folder(args.gt, "ground-truth")
     check_checkpoint_file(args.checkpoint)
     from gsdocc_ros.evaluation.model_run import ModelRun, run_model
     from gsdocc_ros.evaluation.scoring import init_distributed

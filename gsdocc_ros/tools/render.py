@@ -21,7 +21,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gsdocc_ros.errors import ToolError
+from gsdocc_ros.errors import ToolError, require_folder
 
 if TYPE_CHECKING:
     import numpy as np
@@ -77,8 +77,7 @@ def run(args: argparse.Namespace) -> int:
         raise ToolError("give exactly one of INPUT or --topic")
     if args.mask and args.topic:
         raise ToolError("--mask needs a file INPUT (a live grid carries no Occ3D masks)")
-    if not args.out.parent.is_dir():
-        raise ToolError(f"output folder {args.out.parent} does not exist")
+    require_folder(args.out.parent, "output")
     refuse_existing([args.out], args.force)
     labels, geometry, info, title = grid_to_draw(args)
     from gsdocc_ros.viz.render import load_camera_images, render_grid, save_png  # matplotlib: once the input is read
