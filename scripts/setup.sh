@@ -113,7 +113,8 @@ mkdir -p "$BUILD"
 # 3. tf2_msgs: no wheel exists; build the one message type the node needs (scripts/tf2_msgs).
 tf_hash="$(stage_hash "$ROOT"/scripts/tf2_msgs/* "$ROOT"/scripts/tf2_msgs/msg/* "$VENV/.stamp-deps")"
 if ! stage_done tf2_msgs "$tf_hash"; then
-  timed "building tf2_msgs/TFMessage with CMake (no wheel on PyPI)" "5-15 s" cmake_install "$ROOT/scripts/tf2_msgs" tf2_msgs
+  timed "building tf2_msgs/TFMessage with CMake (no wheel on PyPI)" "5-15 s" \
+    cmake_install "$ROOT/scripts/tf2_msgs" tf2_msgs
   stage_mark tf2_msgs "$tf_hash"
 fi
 

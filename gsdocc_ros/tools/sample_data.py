@@ -4,12 +4,12 @@
 
 DATAROOT is an unpacked nuScenes download (samples/, VERSION/*.json, LICENSE); OCC3D_DIR the Occ3D-nuScenes folder
 that holds gts/<scene>/<sample token>/labels.npz. Written (about 2 MiB; 4 MiB with scene-0003):
-nuscenes_sample/scene-0061_ca9a282c (one keyframe: six JPEGs, the LiDAR scan, calib.json, the tables cut to that sample), nuscenes_sample/mini_val_poses
-(poses.json: calibration and poses of the 81 keyframes of scene-0103 and scene-0916), the nuScenes licence, and
-occ3d_sample/labels.npz. nuscenes_sample/scene-0003_fd842039 is a v1.0-trainval keyframe: with --version
-v1.0-trainval (which holds the mini scenes too) it is written as well; otherwise one line names the tests that need
-it. Point the tests at the folder with GSDOCC_SAMPLE_DATA=FOLDER. The data stays under the nuScenes licence
-(CC BY-NC-SA 4.0, non-commercial): never commit it.
+nuscenes_sample/scene-0061_ca9a282c (one keyframe: six JPEGs, the LiDAR scan, calib.json, the tables cut to that
+sample), nuscenes_sample/mini_val_poses (poses.json: calibration and poses of the 81 keyframes of scene-0103 and
+scene-0916), the nuScenes licence, and occ3d_sample/labels.npz. nuscenes_sample/scene-0003_fd842039 is a
+v1.0-trainval keyframe: with --version v1.0-trainval (which holds the mini scenes too) it is written as well;
+otherwise one line names the tests that need it. Point the tests at the folder with GSDOCC_SAMPLE_DATA=FOLDER. The
+data stays under the nuScenes licence (CC BY-NC-SA 4.0, non-commercial): never commit it.
 """
 
 from __future__ import annotations
