@@ -198,6 +198,8 @@ def compressed_to_rgb(msg: CompressedImage, jpeg_decoder: str = DEFAULT_JPEG_DEC
             _check_pixels(*image.size, where, kind)
             if image.mode not in ("1", "L", "P", "RGB", "RGBA", "LA"):
                 raise ImageDecodeError(f"{where}: unsupported {kind} pixel mode {image.mode!r} (8-bit only)")
+            if image.mode == "P" and "transparency" in image.info:  # via RGBA, the way Pillow asks: same colours
+                return np.asarray(image.convert("RGBA").convert("RGB"))
             return np.asarray(image.convert("RGB"))
     except (OSError, SyntaxError, PILImage.DecompressionBombError) as error:  # corrupt or truncated data
         raise ImageDecodeError(f"{where}: corrupt {kind.upper()} ({len(data)} bytes): {error}") from None

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,18 @@ def test_png_colour_and_grey(real_rgb: np.ndarray) -> None:
     PILImage.fromarray(grey).save(buffer, format="PNG")
     decoded = decode_image(compressed(buffer.getvalue(), "mono8; png compressed mono8"))
     assert decoded.shape == (*grey.shape, 3) and all(np.array_equal(decoded[:, :, c], grey) for c in range(3))
+
+
+def test_palette_png_with_transparency_gives_its_colours_without_a_warning(real_rgb: np.ndarray) -> None:
+    """A palette PNG whose transparency is a byte string decodes to its palette colours (alpha dropped), and Pillow's
+    "convert to RGBA first" warning is not raised."""
+    palette = PILImage.fromarray(real_rgb[:64, :64]).quantize(16)
+    buffer = io.BytesIO()
+    palette.save(buffer, format="PNG", transparency=bytes([0, 128] + [255] * 14))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        decoded = decode_image(compressed(buffer.getvalue(), "rgb8; png compressed rgb8"))
+    assert np.array_equal(decoded, np.asarray(palette.convert("RGBA"))[:, :, :3])
 
 
 @pytest.mark.parametrize("pad", [0, 3])
